@@ -1,0 +1,58 @@
+"""Attention over the frame axis, applied independently at every pixel of a video feature map.
+
+The spatial layers of the pixel UNets see a video as a batch of frames, (B*F, C, H, W); the layers here
+regroup that batch so that each pixel's F feature vectors form one sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention import BasicTransformerBlock
+from torch import nn
+
+
+class TemporalTransformer(nn.Module):
+    """GroupNorm, a linear projection, one transformer block over the frames, and a residual.
+
+    The block has two self-attention layers (no text cross-attention) and a GEGLU feed-forward, like the
+    temporal transformers of the reference. Module names equal the published checkpoint keys
+    (`norm`, `proj_in`, `transformer_blocks.0.*`, `proj_out`).
+    """
+
+    def __init__(self, channels: int, num_heads: int, head_dim: int, norm_groups: int = 32) -> None:
+        super().__init__()
+        inner_dim = num_heads * head_dim
+        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(channels, inner_dim)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                BasicTransformerBlock(
+                    inner_dim,
+                    num_heads,
+                    head_dim,
+                    activation_fn="geglu",
+                    attention_bias=False,
+                    double_self_attention=True,
+                )
+            ]
+        )
+        self.proj_out = nn.Linear(inner_dim, channels)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B*F, C, H, W) -> (B*F, C, H, W)."""
+        batch_frames, channels, height, width = hidden_states.shape
+        batch = batch_frames // num_frames
+        residual = hidden_states
+
+        # GroupNorm statistics span all frames of a video, so normalise in (B, C, F, H, W) layout.
+        video = hidden_states.reshape(batch, num_frames, channels, height, width).permute(0, 2, 1, 3, 4)
+        video = self.norm(video)
+        tokens = video.permute(0, 3, 4, 2, 1).reshape(batch * height * width, num_frames, channels)
+
+        tokens = self.proj_in(tokens)
+        for block in self.transformer_blocks:
+            tokens = block(tokens)
+        tokens = self.proj_out(tokens)
+
+        out = tokens.reshape(batch, height, width, num_frames, channels).permute(0, 3, 4, 1, 2)
+        return out.reshape(batch_frames, channels, height, width) + residual

@@ -1,0 +1,428 @@
+"""The pixel-space video UNet of Show-1 (show-1-base, show-1-interpolation, show-1-sr1).
+
+A DeepFloyd-IF UNet (ResNet down/upsampling, attention with the text as added keys and values, text
+projected by `encoder_hid_proj`, attention-pooled text added to the time embedding) whose spatial
+layers see a video as a batch of frames, with a temporal convolution after every ResNet block and a
+temporal transformer after every spatial attention.
+
+The constructor takes exactly the options of the reference class (showlab/Show-1's
+UNet3DConditionModel, typo `transfromer_in_opt` included) so that the published config.json files
+load unchanged. Values that the IF-style architecture does not use are rejected with a ValueError
+naming the option, and so is any config key the class does not know: nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.activations import get_activation
+from diffusers.models.embeddings import TextTimeEmbedding, TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from models.blocks_pixel import (
+    AttentionSettings,
+    PixelDownBlock,
+    PixelMidBlock,
+    PixelUpBlock,
+    ResnetSettings,
+)
+from models.temporal import TemporalTransformer
+
+_WEIGHTS_NAME = "diffusion_pytorch_model"
+_DOWN_BLOCKS = {"ResnetDownsampleBlock3D": False, "SimpleCrossAttnDownBlock3D": True}  # name -> has attention
+_UP_BLOCKS = {"ResnetUpsampleBlock3D": False, "SimpleCrossAttnUpBlock3D": True}
+_MID_BLOCK = "UNetMidBlock3DSimpleCrossAttn"
+
+# Options that only matter for block or embedding kinds this class does not build: any value other than
+# the default would be silently without effect, so it is an error.
+_FIXED_OPTIONS: dict[str, Any] = {
+    "num_attention_heads": None,
+    "dual_cross_attention": False,
+    "use_linear_projection": False,
+    "upcast_attention": False,
+    "downsample_padding": 1,
+    "time_embedding_type": "positional",
+    "time_cond_proj_dim": None,
+    "num_class_embeds": None,
+    "projection_class_embeddings_input_dim": None,
+    "addition_time_embed_dim": None,
+}
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "mid_block_type": (_MID_BLOCK, None),
+    "class_embed_type": (None, "timestep"),
+    "addition_embed_type": (None, "text"),
+    "encoder_hid_dim_type": (None, "text_proj"),
+    "resnet_time_scale_shift": ("default", "scale_shift"),
+    "cross_attention_norm": (None, "group_norm", "layer_norm"),
+}
+
+
+@dataclass
+class PixelUNet3DConditionOutput(BaseOutput):
+    """`sample`: (batch, out_channels, frames, height, width)."""
+
+    sample: torch.Tensor
+
+
+def _per_block(name: str, value: Any, num_blocks: int) -> list[Any]:
+    """A per-block option given either once for all blocks or as one value per block."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_blocks:
+            raise ValueError(f"{name} has {len(value)} entries but there are {num_blocks} down blocks")
+        return list(value)
+    return [value] * num_blocks
+
+
+def _unsupported(name: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"PixelUNet3DConditionModel does not support {name}={value!r}: {why}")
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    for name, default in _FIXED_OPTIONS.items():
+        if options[name] != default:
+            raise _unsupported(
+                name, options[name], f"only {default!r} is supported by the IF-style pixel UNet"
+            )
+    for name, choices in _CHOICES.items():
+        if options[name] not in choices:
+            raise _unsupported(name, options[name], f"expected one of {choices}")
+    layers = options["transformer_layers_per_block"]
+    if any(n != 1 for n in (layers if isinstance(layers, (list, tuple)) else [layers])):
+        raise _unsupported(
+            "transformer_layers_per_block", layers, "the IF-style blocks have no Transformer2D"
+        )
+    for name, allowed in (("down_block_types", _DOWN_BLOCKS), ("up_block_types", _UP_BLOCKS)):
+        unknown = [block for block in options[name] if block not in allowed]
+        if unknown:
+            raise _unsupported(name, unknown, f"supported block types are {sorted(allowed)}")
+    if options["norm_num_groups"] is None:
+        raise _unsupported("norm_num_groups", None, "the ResNet blocks need group normalisation")
+    if not isinstance(options["cross_attention_dim"], int):
+        raise _unsupported("cross_attention_dim", options["cross_attention_dim"], "it must be one int")
+    heads = options["attention_head_dim"]
+    if not all(isinstance(h, int) for h in (heads if isinstance(heads, (list, tuple)) else [heads])):
+        raise _unsupported("attention_head_dim", heads, "it must be an int or one int per block")
+    if options["class_embeddings_concat"] and options["addition_embed_type"] is not None:
+        # The reference adds the text embedding (time_embed_dim wide) to the concatenation (twice as wide).
+        raise _unsupported(
+            "class_embeddings_concat", True, "with addition_embed_type set the embedding widths do not match"
+        )
+    if options["encoder_hid_dim_type"] is not None and options["encoder_hid_dim"] is None:
+        raise _unsupported(
+            "encoder_hid_dim_type", options["encoder_hid_dim_type"], "encoder_hid_dim is not set"
+        )
+    if len(options["down_block_types"]) != len(options["up_block_types"]):
+        raise ValueError("down_block_types and up_block_types must have the same length")
+    if len(options["block_out_channels"]) != len(options["down_block_types"]):
+        raise ValueError("block_out_channels and down_block_types must have the same length")
+
+
+class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
+    """Show-1 pixel video UNet: (B, C, F, H, W) noisy video -> (B, out_channels, F, H, W) prediction.
+
+    Load a published checkpoint folder with `from_pretrained(folder)`: it picks the fp16 weight
+    variant when the folder has one and fails on missing or unexpected weights.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | None = None,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        center_input_sample: bool = False,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        down_block_types: Sequence[str] = (
+            "ResnetDownsampleBlock3D",
+            "SimpleCrossAttnDownBlock3D",
+            "SimpleCrossAttnDownBlock3D",
+            "SimpleCrossAttnDownBlock3D",
+        ),
+        mid_block_type: str | None = _MID_BLOCK,
+        up_block_types: Sequence[str] = (
+            "SimpleCrossAttnUpBlock3D",
+            "SimpleCrossAttnUpBlock3D",
+            "SimpleCrossAttnUpBlock3D",
+            "ResnetUpsampleBlock3D",
+        ),
+        only_cross_attention: bool | Sequence[bool] = False,
+        block_out_channels: Sequence[int] = (320, 640, 1280, 1280),
+        layers_per_block: int | Sequence[int] = 2,
+        downsample_padding: int = 1,
+        mid_block_scale_factor: float = 1,
+        act_fn: str = "silu",
+        norm_num_groups: int | None = 32,
+        norm_eps: float = 1e-5,
+        cross_attention_dim: int = 1280,
+        transformer_layers_per_block: int | Sequence[int] = 1,
+        encoder_hid_dim: int | None = None,
+        encoder_hid_dim_type: str | None = None,
+        attention_head_dim: int | Sequence[int] = 8,
+        num_attention_heads: int | Sequence[int] | None = None,
+        dual_cross_attention: bool = False,
+        use_linear_projection: bool = False,
+        class_embed_type: str | None = None,
+        addition_embed_type: str | None = None,
+        addition_time_embed_dim: int | None = None,
+        num_class_embeds: int | None = None,
+        upcast_attention: bool = False,
+        resnet_time_scale_shift: str = "default",
+        resnet_skip_time_act: bool = False,
+        resnet_out_scale_factor: float = 1.0,
+        time_embedding_type: str = "positional",
+        time_embedding_dim: int | None = None,
+        time_embedding_act_fn: str | None = None,
+        timestep_post_act: str | None = None,
+        time_cond_proj_dim: int | None = None,
+        conv_in_kernel: int = 3,
+        conv_out_kernel: int = 3,
+        projection_class_embeddings_input_dim: int | None = None,
+        class_embeddings_concat: bool = False,
+        mid_block_only_cross_attention: bool | None = None,
+        cross_attention_norm: str | None = None,
+        addition_embed_type_num_heads: int = 64,
+        transfromer_in_opt: bool = False,
+    ) -> None:
+        super().__init__()
+        # register_to_config has already recorded every argument, defaults included.
+        _check_options(dict(self.config))
+        if encoder_hid_dim is not None and encoder_hid_dim_type is None:
+            # As in the reference: a text width alone means a linear text projection.
+            encoder_hid_dim_type = "text_proj"
+            self.register_to_config(encoder_hid_dim_type=encoder_hid_dim_type)
+
+        num_blocks = len(down_block_types)
+        layers = _per_block("layers_per_block", layers_per_block, num_blocks)
+        head_dims = _per_block("attention_head_dim", attention_head_dim, num_blocks)
+        cross_only = _per_block("only_cross_attention", only_cross_attention, num_blocks)
+        if mid_block_only_cross_attention is None:
+            mid_block_only_cross_attention = isinstance(only_cross_attention, bool) and only_cross_attention
+
+        first_channels = block_out_channels[0]
+        self.conv_in = nn.Conv2d(
+            in_channels, first_channels, kernel_size=conv_in_kernel, padding=(conv_in_kernel - 1) // 2
+        )
+        self.transformer_in = (
+            TemporalTransformer(first_channels, num_heads=8, head_dim=64) if transfromer_in_opt else None
+        )
+
+        # Embeddings of the timestep, the optional noise level (class label) and the pooled text.
+        time_embed_dim = time_embedding_dim or first_channels * 4
+        self.time_proj = Timesteps(first_channels, flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(
+            first_channels, time_embed_dim, act_fn=act_fn, post_act_fn=timestep_post_act
+        )
+        self.encoder_hid_proj = (
+            nn.Linear(encoder_hid_dim, cross_attention_dim) if encoder_hid_dim_type == "text_proj" else None
+        )
+        self.class_embedding = (
+            TimestepEmbedding(first_channels, time_embed_dim, act_fn=act_fn)
+            if class_embed_type == "timestep"
+            else None
+        )
+        self.add_embedding = (
+            TextTimeEmbedding(
+                encoder_hid_dim or cross_attention_dim,
+                time_embed_dim,
+                num_heads=addition_embed_type_num_heads,
+            )
+            if addition_embed_type == "text"
+            else None
+        )
+        self.time_embed_act = get_activation(time_embedding_act_fn) if time_embedding_act_fn else None
+
+        block_temb = time_embed_dim * 2 if class_embeddings_concat else time_embed_dim
+        resnet = ResnetSettings(
+            temb_channels=block_temb,
+            groups=norm_num_groups,
+            eps=norm_eps,
+            act_fn=act_fn,
+            time_scale_shift=resnet_time_scale_shift,
+            skip_time_act=resnet_skip_time_act,
+            output_scale_factor=resnet_out_scale_factor,
+        )
+
+        def attention(head_dim: int, cross_attention_only: bool) -> AttentionSettings:
+            return AttentionSettings(
+                cross_attention_dim=cross_attention_dim,
+                head_dim=head_dim,
+                only_cross_attention=cross_attention_only,
+                cross_attention_norm=cross_attention_norm,
+                groups=norm_num_groups,
+            )
+
+        # Channels of every state the down path hands to the up path, in the order produced.
+        skip_channels = [first_channels]
+        self.down_blocks = nn.ModuleList()
+        for i, block_type in enumerate(down_block_types):
+            out_channels_i = block_out_channels[i]
+            is_last = i == num_blocks - 1
+            self.down_blocks.append(
+                PixelDownBlock(
+                    in_channels=block_out_channels[max(i - 1, 0)],
+                    out_channels=out_channels_i,
+                    num_layers=layers[i],
+                    resnet=resnet,
+                    attention=attention(head_dims[i], cross_only[i]) if _DOWN_BLOCKS[block_type] else None,
+                    add_downsample=not is_last,
+                )
+            )
+            skip_channels += [out_channels_i] * (layers[i] + (0 if is_last else 1))
+
+        self.mid_block = (
+            PixelMidBlock(
+                block_out_channels[-1],
+                resnet=dataclasses.replace(resnet, output_scale_factor=mid_block_scale_factor),
+                attention=attention(head_dims[-1], mid_block_only_cross_attention),
+            )
+            if mid_block_type == _MID_BLOCK
+            else None
+        )
+
+        self.up_blocks = nn.ModuleList()
+        prev_channels = block_out_channels[-1]
+        for i, block_type in enumerate(up_block_types):
+            out_channels_i = block_out_channels[num_blocks - 1 - i]
+            num_layers = layers[num_blocks - 1 - i] + 1
+            used, skip_channels = skip_channels[-num_layers:], skip_channels[:-num_layers]
+            # The reference indexes attention_head_dim without reversing it on the way up (it does reverse
+            # only_cross_attention); published configs use one head size, but per-block lists must match.
+            up_attention = attention(head_dims[i], cross_only[num_blocks - 1 - i])
+            self.up_blocks.append(
+                PixelUpBlock(
+                    skip_channels=used[::-1],
+                    prev_output_channels=prev_channels,
+                    out_channels=out_channels_i,
+                    resnet=resnet,
+                    attention=up_attention if _UP_BLOCKS[block_type] else None,
+                    add_upsample=i != num_blocks - 1,
+                )
+            )
+            prev_channels = out_channels_i
+
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, first_channels, eps=norm_eps)
+        self.conv_act = get_activation(act_fn)
+        self.conv_out = nn.Conv2d(
+            first_channels, out_channels, kernel_size=conv_out_kernel, padding=(conv_out_kernel - 1) // 2
+        )
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> PixelUNet3DConditionOutput | tuple[torch.Tensor]:
+        """Predict for `sample` (B, C, F, H, W) at `timestep` (B,) or scalar.
+
+        `encoder_hidden_states` (B, L, D) is the text encoding; `class_labels` (B,) or scalar is the
+        noise level of the super-resolution model's condition, required when `class_embed_type` is set.
+        """
+        batch, _, num_frames, height, width = sample.shape
+        if self.config.center_input_sample:
+            sample = 2 * sample - 1.0
+
+        emb = self._embedding(timestep, class_labels, encoder_hidden_states, batch, sample)
+        if self.encoder_hid_proj is not None:
+            encoder_hidden_states = self.encoder_hid_proj(encoder_hidden_states)
+        # The spatial layers treat the frames as a batch; each frame gets its video's conditioning.
+        emb = emb.repeat_interleave(num_frames, dim=0)
+        encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_frames, dim=0)
+
+        hidden = sample.permute(0, 2, 1, 3, 4).reshape(batch * num_frames, -1, height, width)
+        hidden = self.conv_in(hidden)
+        if self.transformer_in is not None:
+            hidden = self.transformer_in(hidden, num_frames)
+
+        skips: tuple[torch.Tensor, ...] = (hidden,)
+        for block in self.down_blocks:
+            hidden, block_skips = block(hidden, emb, encoder_hidden_states, num_frames)
+            skips += block_skips
+        if self.mid_block is not None:
+            hidden = self.mid_block(hidden, emb, encoder_hidden_states, num_frames)
+        for block in self.up_blocks:
+            count = len(block.resnets)
+            hidden = block(hidden, skips[-count:], emb, encoder_hidden_states, num_frames)
+            skips = skips[:-count]
+
+        hidden = self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
+        out = hidden.reshape(batch, num_frames, -1, height, width).permute(0, 2, 1, 3, 4)
+        return PixelUNet3DConditionOutput(sample=out) if return_dict else (out,)
+
+    def _embedding(
+        self,
+        timestep: torch.Tensor | float | int,
+        class_labels: torch.Tensor | None,
+        encoder_hidden_states: torch.Tensor,
+        batch: int,
+        sample: torch.Tensor,
+    ) -> torch.Tensor:
+        """The per-video embedding every ResNet block receives, (B, temb_channels)."""
+        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
+        # Timesteps computes in float32; the embedding layers run in the model's dtype.
+        emb = self.time_embedding(self.time_proj(timesteps).to(sample.dtype))
+        if self.class_embedding is not None:
+            if class_labels is None:
+                raise ValueError("class_labels (the noise level) is required when class_embed_type is set")
+            labels = torch.as_tensor(class_labels, device=sample.device).reshape(-1).expand(batch)
+            class_emb = self.class_embedding(self.time_proj(labels).to(sample.dtype)).to(sample.dtype)
+            concat = self.config.class_embeddings_concat
+            emb = torch.cat([emb, class_emb], dim=-1) if concat else emb + class_emb
+        if self.add_embedding is not None:
+            # Pooled from the text encoder's output, before encoder_hid_proj.
+            emb = emb + self.add_embedding(encoder_hidden_states)
+        if self.time_embed_act is not None:
+            emb = self.time_embed_act(emb)
+        return emb
+
+    @classmethod
+    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> tuple[dict, dict, dict]:
+        """diffusers only warns about config keys that __init__ does not take; here they are an error."""
+        known = cls._get_init_keys(cls)
+        unknown = sorted(k for k in config_dict if not k.startswith("_") and k not in known)
+        if unknown:
+            raise ValueError(f"PixelUNet3DConditionModel does not know the config option(s) {unknown}")
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> PixelUNet3DConditionModel | tuple[PixelUNet3DConditionModel, dict[str, Any]]:
+        """diffusers' from_pretrained, strict: missing, unexpected or mis-shaped weights raise.
+
+        Without an explicit `variant`, a local folder's fp16 weights are used when present, else the
+        plain file, as the reference loads the published checkpoints.
+        """
+        if "variant" not in kwargs:
+            kwargs["variant"] = _local_variant(pretrained_model_name_or_path, kwargs.get("subfolder"))
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, output_loading_info=True, **kwargs
+        )
+        problems = {k: info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            raise ValueError(
+                f"checkpoint {pretrained_model_name_or_path} does not fit {cls.__name__}: {problems}"
+            )
+        return (model, info) if want_info else model
+
+
+def _local_variant(path: str | os.PathLike, subfolder: str | None) -> str | None:
+    folder = os.path.join(path, subfolder or "")
+    if not os.path.isdir(folder):
+        return None
+    names = os.listdir(folder)
+    fp16 = (f"{_WEIGHTS_NAME}.fp16.safetensors", f"{_WEIGHTS_NAME}.fp16.bin")
+    sharded = f"{_WEIGHTS_NAME}.safetensors.index.fp16.json"
+    return "fp16" if any(name in fp16 or name == sharded for name in names) else None
