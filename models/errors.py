@@ -1,0 +1,5 @@
+"""Exceptions shared by the cascade and its callers (importable without torch)."""
+
+
+class GenerationCancelled(Exception):
+    """Raised by a progress callback to stop a generation between denoising steps."""
