@@ -1,0 +1,109 @@
+"""Stage 4: pixel super-resolution of the whole video in overlapping windows (show-1-sr1).
+
+Each window's condition is the bilinear 4x upscale of its low-resolution frames, noised to the
+noise level the UNet is told as its class label, except the first frame: that one is given clean
+and already super-resolved (by IF-II for the first window, by the previous window after that), which
+carries appearance from window to window.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from models.params import sr_window_starts
+from models.pipelines.pixel_diffusion import (
+    RGB_CHANNELS,
+    LearnedRangeDDPM,
+    PixelDenoiser,
+    StepCallback,
+    draw_noise,
+    sample_ddpm,
+)
+from models.text import PromptEmbeddings
+
+
+@torch.inference_mode()
+def super_resolve_video(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler,
+    noising_scheduler: DDPMScheduler,
+    prompt: PromptEmbeddings,
+    video: torch.Tensor,
+    first_frame: torch.Tensor,
+    *,
+    size: tuple[int, int],
+    window: int,
+    stride: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+    noise_level: int,
+    seed: int,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """(1, 3, F, h, w) video and its super-resolved frame 0 (1, 3, H, W) -> (1, 3, F, H, W)."""
+    _, channels, num_frames, _, _ = video.shape
+    upscaled = video.new_empty((1, channels, num_frames, *size))
+    for start in sr_window_starts(num_frames, window, stride):
+        end = min(start + window, num_frames)
+        first = first_frame.unsqueeze(2) if start == 0 else upscaled[:, :, start : start + 1]
+        upscaled[:, :, start:end] = super_resolve_window(
+            unet,
+            scheduler,
+            noising_scheduler,
+            prompt,
+            video[:, :, start:end],
+            first,
+            size=size,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            noise_level=noise_level,
+            seed=seed,
+            on_step=on_step,
+        )
+    return upscaled
+
+
+@torch.inference_mode()
+def super_resolve_window(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler,
+    noising_scheduler: DDPMScheduler,
+    prompt: PromptEmbeddings,
+    clip: torch.Tensor,
+    first_frame: torch.Tensor,
+    *,
+    size: tuple[int, int],
+    num_inference_steps: int,
+    guidance_scale: float,
+    noise_level: int,
+    seed: int,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """One window: (1, 3, n, h, w) clip and its clean first frame (1, 3, 1, H, W) -> (1, 3, n, H, W)."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    frames = clip.shape[2]
+    sample = draw_noise((1, RGB_CHANNELS, frames, *size), generator, clip.device, clip.dtype)
+    condition = noised_upscale(clip, size, noising_scheduler, noise_level, generator)
+    condition[:, :, :1] = first_frame
+    denoiser = PixelDenoiser(unet, prompt, guidance_scale, condition=condition, noise_level=noise_level)
+    sampler = LearnedRangeDDPM(scheduler, num_inference_steps, clip.device)
+    return sample_ddpm(denoiser, sampler, sample, generator, on_step)
+
+
+def noised_upscale(
+    video: torch.Tensor,
+    size: tuple[int, int],
+    noising_scheduler: DDPMScheduler,
+    noise_level: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Bilinear upscale of every frame of (B, 3, F, h, w), forward-diffused to `noise_level`."""
+    batch, channels, frames, height, width = video.shape
+    as_images = video.transpose(1, 2).reshape(batch * frames, channels, height, width)
+    upscaled = F.interpolate(as_images, size, mode="bilinear", align_corners=True)
+    upscaled = upscaled.reshape(batch, frames, channels, *size).transpose(1, 2)
+    noise = draw_noise(tuple(upscaled.shape), generator, upscaled.device, upscaled.dtype)
+    levels = torch.full((batch,), noise_level, dtype=torch.long, device=upscaled.device)
+    return noising_scheduler.add_noise(upscaled, noise, levels)
