@@ -1,0 +1,317 @@
+"""The Show-1 cascade: text -> keyframes -> interpolation -> pixel SR -> latent SR, models loaded once."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import cpu_offload
+
+from models.loading import CascadeModels, checkpoint_info, load_models
+from models.params import GenerationParams, steps_per_stage
+from models.pipelines.first_frame_sr import upscale_first_frame
+from models.pipelines.interpolation import interpolate_keyframes
+from models.pipelines.keyframes import generate_keyframes
+from models.pipelines.latent_sr import latent_super_resolve, resize_frames, to_uint8_frames
+from models.pipelines.pixel_diffusion import StepCallback
+from models.pipelines.pixel_sr import super_resolve_video
+from models.text import PromptEmbeddings, encode_clip, encode_t5
+
+MEMORY_MODES = ("resident", "offload_text_encoder", "model_offload", "sequential_offload")
+
+ProgressCallback = Callable[[str, int, int], None]
+StageOutputCallback = Callable[[str, torch.Tensor], None]
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray
+    timings: dict[str, float]
+    stages: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Show1Cascade:
+    """All five checkpoints in one dtype on one device (or offloaded as `memory_mode` says)."""
+
+    def __init__(
+        self,
+        models: CascadeModels,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        memory_mode: str = "resident",
+        model_info: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        if memory_mode not in MEMORY_MODES:
+            raise ValueError(f"memory_mode must be one of {', '.join(MEMORY_MODES)}; got {memory_mode!r}")
+        self.models = models
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.memory_mode = memory_mode
+        self.model_info = model_info or {}
+        self._offloaded = self._modules_kept_off_device()
+        self._place_models()
+        models.vae.enable_slicing()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        models_dir: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        memory_mode: str = "resident",
+    ) -> Show1Cascade:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        return cls(
+            load_models(Path(models_dir), dtype),
+            device=device,
+            dtype=dtype,
+            memory_mode=memory_mode,
+            model_info=checkpoint_info(Path(models_dir)),
+        )
+
+    def generate(
+        self,
+        params: GenerationParams,
+        *,
+        progress: ProgressCallback | None = None,
+        on_stage_output: StageOutputCallback | None = None,
+        keep_stages: bool = False,
+    ) -> GenerationResult:
+        """Run the whole cascade. A `progress` callback may raise GenerationCancelled to stop it."""
+        run = _Run(steps_per_stage(params), self.device, progress, on_stage_output, keep_stages)
+        with torch.inference_mode():
+            with run.timed("text"):
+                pixel_prompt, latent_prompt = self._encode_prompts(params)
+            run.keep("prompt_embeds", pixel_prompt.positive)
+            run.keep("negative_prompt_embeds", pixel_prompt.negative)
+
+            keyframes = run.stage("keyframes", lambda tick: self._keyframes(params, pixel_prompt, tick))
+            run.keep("keyframes", keyframes)
+            video = run.stage(
+                "interpolation", lambda tick: self._interpolate(params, pixel_prompt, keyframes, tick)
+            )
+            run.keep("interpolated", video)
+            first = run.stage(
+                "first_frame_sr", lambda tick: self._first_frame(params, pixel_prompt, video, tick)
+            )
+            run.keep("first_frame_sr", first[:, :, 0])
+            video = run.stage(
+                "pixel_sr", lambda tick: self._pixel_sr(params, pixel_prompt, video, first, tick)
+            )
+            run.keep("sr1", video)
+            final = run.stage(
+                "latent_sr", lambda tick: self._latent_sr(params, latent_prompt, video, run, tick)
+            )
+            run.keep("final", final)
+            frames = to_uint8_frames(final)
+            run.keep("final_uint8", torch.from_numpy(frames))
+        return GenerationResult(frames=frames, timings=run.timings, stages=run.stages)
+
+    def _encode_prompts(self, params: GenerationParams) -> tuple[PromptEmbeddings, PromptEmbeddings]:
+        m = self.models
+        with self._on_device(m.t5_encoder, m.clip_encoder):
+            pixel = encode_t5(
+                m.t5_tokenizer, m.t5_encoder, params.prompt, params.negative_prompt, self.device, self.dtype
+            )
+            latent = encode_clip(
+                m.clip_tokenizer,
+                m.clip_encoder,
+                params.prompt,
+                params.latent_negative_prompt,
+                self.device,
+                self.dtype,
+            )
+        return pixel, latent
+
+    def _keyframes(
+        self, params: GenerationParams, prompt: PromptEmbeddings, tick: StepCallback
+    ) -> torch.Tensor:
+        with self._on_device(self.models.base_unet):
+            return generate_keyframes(
+                self.models.base_unet,
+                self.models.base_scheduler,
+                prompt,
+                num_frames=params.num_keyframes,
+                size=params.keyframe_size,
+                num_inference_steps=params.steps.base,
+                guidance_scale=params.guidance.base,
+                seed=params.seed,
+                on_step=tick,
+            )
+
+    def _interpolate(
+        self, params: GenerationParams, prompt: PromptEmbeddings, keyframes: torch.Tensor, tick: StepCallback
+    ) -> torch.Tensor:
+        with self._on_device(self.models.interp_unet):
+            return interpolate_keyframes(
+                self.models.interp_unet,
+                self.models.interp_scheduler,
+                prompt,
+                keyframes,
+                num_inference_steps=params.steps.interp,
+                guidance_scale=params.guidance.interp,
+                seed=params.seed,
+                on_step=tick,
+            )
+
+    def _first_frame(
+        self, params: GenerationParams, prompt: PromptEmbeddings, video: torch.Tensor, tick: StepCallback
+    ) -> torch.Tensor:
+        """IF-II output as a one-frame video (1, 3, 1, H, W), the shape every stage output has."""
+        m = self.models
+        with self._on_device(m.if_unet):
+            image = upscale_first_frame(
+                m.if_unet,
+                m.if_scheduler,
+                m.if_noising_scheduler,
+                prompt,
+                video[:, :, 0],
+                size=params.sr1_size,
+                num_inference_steps=params.steps.sr1_image,
+                guidance_scale=params.guidance.sr1_image,
+                noise_level=params.noise_level_sr1_image,
+                seed=params.seed,
+                on_step=tick,
+            )
+        return image.unsqueeze(2)
+
+    def _pixel_sr(
+        self,
+        params: GenerationParams,
+        prompt: PromptEmbeddings,
+        video: torch.Tensor,
+        first_frame: torch.Tensor,
+        tick: StepCallback,
+    ) -> torch.Tensor:
+        m = self.models
+        with self._on_device(m.sr1_unet):
+            return super_resolve_video(
+                m.sr1_unet,
+                m.sr1_scheduler,
+                m.sr1_noising_scheduler,
+                prompt,
+                video,
+                first_frame[:, :, 0],
+                size=params.sr1_size,
+                window=params.window,
+                stride=params.stride,
+                num_inference_steps=params.steps.sr1,
+                guidance_scale=params.guidance.sr1,
+                noise_level=params.noise_level_sr1,
+                seed=params.seed,
+                on_step=tick,
+            )
+
+    def _latent_sr(
+        self,
+        params: GenerationParams,
+        prompt: PromptEmbeddings,
+        video: torch.Tensor,
+        run: _Run,
+        tick: StepCallback,
+    ) -> torch.Tensor:
+        frames = resize_frames(to_uint8_frames(video), params.output_size)
+        run.keep("sr2_input_uint8", torch.from_numpy(frames))
+        m = self.models
+        with self._on_device(m.sr2_unet, m.vae):
+            return latent_super_resolve(
+                m.sr2_unet,
+                m.vae,
+                m.sr2_scheduler,
+                prompt,
+                frames,
+                num_inference_steps=params.steps.sr2,
+                strength=params.sr2_strength,
+                guidance_scale=params.guidance.sr2,
+                seed=params.seed,
+                on_step=tick,
+            )
+
+    def _modules_kept_off_device(self) -> set[torch.nn.Module]:
+        m = self.models
+        if self.memory_mode == "offload_text_encoder":
+            return {m.t5_encoder, m.clip_encoder}
+        if self.memory_mode == "model_offload":
+            return set(m.modules())
+        return set()
+
+    def _place_models(self) -> None:
+        if self.memory_mode == "sequential_offload":
+            # accelerate keeps the weights in CPU memory and streams each submodule in for its forward.
+            for module in self.models.modules():
+                cpu_offload(module, execution_device=self.device)
+            return
+        for module in self.models.modules():
+            if module not in self._offloaded:
+                module.to(self.device)
+
+    @contextmanager
+    def _on_device(self, *modules: torch.nn.Module) -> Iterator[None]:
+        """Bring offloaded modules to the device for one stage; back to the CPU even if it is cancelled."""
+        moved = [module for module in modules if module in self._offloaded]
+        for module in moved:
+            module.to(self.device)
+        try:
+            yield
+        finally:
+            for module in moved:
+                module.to("cpu")
+
+
+class _Run:
+    """Bookkeeping of one generation: timings, progress ticks, stage outputs."""
+
+    def __init__(
+        self,
+        totals: dict[str, int],
+        device: torch.device,
+        progress: ProgressCallback | None,
+        on_stage_output: StageOutputCallback | None,
+        keep_stages: bool,
+    ) -> None:
+        self.totals = totals
+        self.device = device
+        self.progress = progress
+        self.on_stage_output = on_stage_output
+        self.keep_stages = keep_stages
+        self.timings: dict[str, float] = {}
+        self.stages: dict[str, torch.Tensor] = {}
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            # Kernels are queued asynchronously; a stage ends when its last kernel does.
+            torch.cuda.synchronize(self.device)
+        self.timings[name] = time.perf_counter() - start
+
+    def stage(self, name: str, run: Callable[[StepCallback], torch.Tensor]) -> torch.Tensor:
+        with self.timed(name):
+            output = run(self._ticker(name))
+        if self.on_stage_output is not None:
+            self.on_stage_output(name, output)
+        return output
+
+    def keep(self, key: str, tensor: torch.Tensor) -> None:
+        if self.keep_stages:
+            self.stages[key] = tensor.to("cpu", copy=True)
+
+    def _ticker(self, stage: str) -> StepCallback:
+        total, counter, progress = self.totals[stage], itertools.count(1), self.progress
+
+        def tick() -> None:
+            step = next(counter)
+            if progress is not None:
+                progress(stage, step, total)
+
+        return tick
