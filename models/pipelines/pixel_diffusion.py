@@ -99,10 +99,10 @@ class LearnedRangeDDPM:
         scheduler.set_timesteps(num_inference_steps)
         timesteps = scheduler.timesteps.tolist()
         alphas_cumprod = scheduler.alphas_cumprod.to("cpu", torch.float32)
-        following = timesteps[1:] + [-1]
-        self.steps = [
-            _coefficients(alphas_cumprod, t, prev) for t, prev in zip(timesteps, following, strict=True)
-        ]
+        # The reference's diffusers (0.19) steps back by a fixed stride rather than to the next listed
+        # timestep; the two agree for the "leading" spacing every Show-1 and IF config uses.
+        stride = config.num_train_timesteps // num_inference_steps
+        self.steps = [_coefficients(alphas_cumprod, t, t - stride) for t in timesteps]
         # One upload; the UNet then takes a 0-d slice per step, never a host value.
         self.timestep_tensor = torch.tensor(timesteps, dtype=torch.long, device=device)
 
