@@ -63,6 +63,10 @@ class GenerationParams:
         self._validate()
 
     def _validate(self) -> None:
+        if not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
+        if self.fps < 1:
+            raise ValueError(f"fps must be at least 1, got {self.fps}")
         if self.num_keyframes < 2:
             raise ValueError(
                 f"num_keyframes must be at least 2 (interpolation needs a pair), got {self.num_keyframes}"

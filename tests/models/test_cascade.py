@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -255,9 +257,19 @@ def test_params_defaults_are_the_reference_run() -> None:
         ({"stride": 8}, "stride"),
         ({"sr2_strength": 0.0}, "sr2_strength"),
         ({"steps": {"base": 0}}, "steps.base"),
+        ({"seed": -1}, "seed"),
         ({"colour": "red"}, "colour"),
     ],
 )
 def test_params_reject_bad_values(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GenerationParams.from_dict({"prompt": "a cat", "seed": 1, **overrides})
+
+
+def test_parameters_import_without_torch() -> None:
+    """The API process validates parameters and shows progress without loading torch."""
+    code = (
+        "import sys; from models import GenerationParams, GenerationCancelled, STAGES, steps_per_stage; "
+        "steps_per_stage(GenerationParams(prompt='a cat', seed=1)); assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
