@@ -1,0 +1,252 @@
+"""Job records in Redis: the one place the API and the workers read and write a job's state.
+
+A record is a Redis hash whose values are JSON; it outlives RQ's own job data (RQ keeps results
+minutes, the API promises days). Status changes go through one Lua script that checks the current
+status first, so a canceled job can never be marked succeeded and a finished one never runs again,
+whichever process writes first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+ACTIVE = (QUEUED, RUNNING)
+TERMINAL = (SUCCEEDED, FAILED, CANCELED)
+
+# KEYS[1]: the record. ARGV: job id, allowed current statuses (comma-separated), new status ("" keeps
+# it), TTL, key prefix, then field/value pairs. The status sets are derived here from the status read
+# inside the script, so they cannot go stale between a read and the write.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return -1 end
+current = cjson.decode(current)
+local allowed = false
+for status in string.gmatch(ARGV[2], '[^,]+') do
+  if status == current then allowed = true end
+end
+if not allowed then return 0 end
+local id, new, prefix = ARGV[1], ARGV[3], ARGV[5]
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if new ~= '' and new ~= current then
+  local owner = cjson.decode(redis.call('HGET', KEYS[1], 'owner'))
+  redis.call('HSET', KEYS[1], 'status', cjson.encode(new))
+  redis.call('SREM', prefix .. ':active:' .. current, id)
+  if new == 'queued' or new == 'running' then
+    redis.call('SADD', prefix .. ':active:' .. new, id)
+  else
+    redis.call('SREM', prefix .. ':owner:' .. owner .. ':in-flight', id)
+    redis.call('INCR', prefix .. ':finished:' .. new)
+  end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def owner_of(api_key: str | None) -> str:
+    """Who a job belongs to: a hash of the API key, so keys are never stored."""
+    if not api_key:
+        return "anonymous"
+    return hashlib.sha256(api_key.encode()).hexdigest()[:24]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job record as stored; `fields` are the decoded JSON values."""
+
+    fields: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields.get(name)
+
+    @property
+    def id(self) -> str:
+        return self.fields["id"]
+
+    @property
+    def status(self) -> str:
+        return self.fields["status"]
+
+
+class JobStore:
+    def __init__(self, connection: redis.Redis, prefix: str, ttl_seconds: int) -> None:
+        self.redis = connection
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+        self._transition = connection.register_script(_TRANSITION)
+
+    # Keys
+    def record_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def owner_index_key(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:jobs"
+
+    def in_flight_key(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:in-flight"
+
+    def active_key(self, status: str) -> str:
+        return f"{self.prefix}:active:{status}"
+
+    def finished_counter_key(self, status: str) -> str:
+        return f"{self.prefix}:finished:{status}"
+
+    # Reads
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self.record_key(job_id))
+        if not raw:
+            return None
+        return JobRecord({_text(k): json.loads(v) for k, v in raw.items()})
+
+    def list_for_owner(
+        self, owner: str, *, status: str | None, offset: int, limit: int
+    ) -> tuple[list[JobRecord], int | None]:
+        """Newest first; returns the page and the offset of the next one (None at the end)."""
+        records: list[JobRecord] = []
+        cursor = offset
+        batch = max(limit * 2, 20)
+        while len(records) < limit:
+            ids = self.redis.zrevrange(self.owner_index_key(owner), cursor, cursor + batch - 1)
+            if not ids:
+                return records, None
+            for position, job_id in enumerate(ids):
+                record = self.get(_text(job_id))
+                if record is None:
+                    # Its record expired: drop it from the index as we go.
+                    self.redis.zrem(self.owner_index_key(owner), job_id)
+                    continue
+                if status is None or record.status == status:
+                    records.append(record)
+                if len(records) == limit:
+                    return records, cursor + position + 1
+            cursor += len(ids)
+        return records, cursor
+
+    def count_in_flight(self, owner: str) -> int:
+        return int(self.redis.scard(self.in_flight_key(owner)))
+
+    def status_counts(self) -> dict[str, int]:
+        """Jobs now queued or running, and jobs finished per terminal status since the store began."""
+        pipe = self.redis.pipeline()
+        for status in ACTIVE:
+            pipe.scard(self.active_key(status))
+        for status in TERMINAL:
+            pipe.get(self.finished_counter_key(status))
+        values = pipe.execute()
+        return {status: int(value or 0) for status, value in zip(ACTIVE + TERMINAL, values, strict=True)}
+
+    def active_ids(self, status: str) -> list[str]:
+        return [_text(job_id) for job_id in self.redis.smembers(self.active_key(status))]
+
+    # Writes
+    def create(self, owner: str, fields: Mapping[str, Any], job_id: str | None = None) -> JobRecord:
+        job_id = job_id or new_job_id()
+        record = {
+            "id": job_id,
+            "status": QUEUED,
+            "stage": None,
+            "progress": 0.0,
+            "stage_progress": {},
+            "eta_seconds": None,
+            "created_at": utc_now(),
+            "started_at": None,
+            "finished_at": None,
+            "attempts": 0,
+            "error": None,
+            "result": None,
+            "preview_url": None,
+            "cancel_requested": False,
+            "owner": owner,
+            **fields,
+        }
+        pipe = self.redis.pipeline()
+        pipe.hset(self.record_key(job_id), mapping={k: json.dumps(v) for k, v in record.items()})
+        pipe.expire(self.record_key(job_id), self.ttl_seconds)
+        pipe.zadd(self.owner_index_key(owner), {job_id: time.time()})
+        pipe.expire(self.owner_index_key(owner), self.ttl_seconds)
+        pipe.sadd(self.in_flight_key(owner), job_id)
+        pipe.sadd(self.active_key(QUEUED), job_id)
+        pipe.execute()
+        return JobRecord(record)
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        allowed: Iterable[str],
+        to: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Set `fields` (and move to status `to`) only if the job's status is in `allowed`."""
+        args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds, self.prefix]
+        for name, value in (fields or {}).items():
+            args += [name, json.dumps(value)]
+        return self._transition(keys=[self.record_key(job_id)], args=args) == 1
+
+    def update_running(self, job_id: str, fields: Mapping[str, Any]) -> bool:
+        """Progress writes: only while the job is still running (a cancel or crash may have ended it)."""
+        return self.transition(job_id, allowed=[RUNNING], fields=fields)
+
+    def request_cancel(self, job_id: str) -> bool:
+        return self.transition(job_id, allowed=ACTIVE, fields={"cancel_requested": True})
+
+    def cancel_requested(self, job_id: str) -> bool:
+        raw = self.redis.hget(self.record_key(job_id), "cancel_requested")
+        return raw is not None and json.loads(raw) is True
+
+    def mark_running(self, job_id: str, worker: str) -> bool:
+        """Start an attempt; a job left running by a lost worker may be started again."""
+        record = self.get(job_id)
+        if record is None:
+            return False
+        return self.transition(
+            job_id,
+            allowed=ACTIVE,
+            to=RUNNING,
+            fields={
+                "started_at": utc_now(),
+                "attempts": int(record["attempts"] or 0) + 1,
+                "worker": worker,
+                "stage": None,
+                "progress": 0.0,
+                "stage_progress": {},
+                "eta_seconds": None,
+            },
+        )
+
+    def requeue(self, job_id: str, reason: str) -> bool:
+        return self.transition(job_id, allowed=ACTIVE, to=QUEUED, fields={"last_error": reason})
+
+    def finish(self, job_id: str, status: str, fields: Mapping[str, Any] | None = None) -> bool:
+        if status not in TERMINAL:
+            raise ValueError(f"{status} is not a terminal status")
+        extra = {"finished_at": utc_now(), "eta_seconds": None, **(fields or {})}
+        if status == SUCCEEDED:
+            extra["progress"] = 1.0
+        return self.transition(job_id, allowed=ACTIVE, to=status, fields=extra)
+
+    def fail(self, job_id: str, code: str, message: str) -> bool:
+        return self.finish(job_id, FAILED, {"error": {"code": code, "message": message}})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,85 @@
+"""Prometheus metrics.
+
+HTTP metrics are counted in the API process. Job, queue and worker metrics are read from Redis at
+scrape time: workers write stage durations and GPU memory there (see `worker.reporting`), so one
+scrape of any API replica shows the whole fleet without scraping GPU pods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from app.deps import Services
+
+REGISTRY = CollectorRegistry()
+HTTP_REQUESTS = Counter(
+    "show1_http_requests",
+    "HTTP requests by route and status.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "show1_http_request_seconds", "HTTP request latency.", ["method", "route"], registry=REGISTRY
+)
+JOBS_SUBMITTED = Counter(
+    "show1_jobs_submitted", "Video jobs accepted by this API process.", registry=REGISTRY
+)
+
+
+def stage_metrics_key(prefix: str, stage: str) -> str:
+    return f"{prefix}:metrics:stage:{stage}"
+
+
+def gpu_metrics_key(prefix: str, worker: str) -> str:
+    return f"{prefix}:metrics:gpu:{worker}"
+
+
+class FleetCollector:
+    """Reads the shared state in Redis on every scrape."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        store, prefix = self.services.store, self.services.settings.key_prefix
+        counts = store.status_counts()
+        active = GaugeMetricFamily("show1_jobs", "Jobs now queued or running.", labels=["status"])
+        finished = CounterMetricFamily("show1_jobs_finished", "Jobs finished, by status.", labels=["status"])
+        for status, value in counts.items():
+            (active if status in ("queued", "running") else finished).add_metric([status], value)
+        yield active
+        yield finished
+        yield GaugeMetricFamily(
+            "show1_queue_depth", "Jobs waiting in the RQ queue.", value=len(self.services.queue)
+        )
+
+        seconds = CounterMetricFamily(
+            "show1_stage_seconds", "Seconds spent per cascade stage.", labels=["stage"]
+        )
+        runs = CounterMetricFamily("show1_stage_runs", "Cascade stage runs completed.", labels=["stage"])
+        for key in self.services.redis.scan_iter(match=stage_metrics_key(prefix, "*")):
+            stage = key.decode().rsplit(":", 1)[-1]
+            values = self.services.redis.hgetall(key)
+            seconds.add_metric([stage], float(values.get(b"seconds", 0)))
+            runs.add_metric([stage], float(values.get(b"count", 0)))
+        yield seconds
+        yield runs
+
+        gpu = GaugeMetricFamily(
+            "show1_worker_gpu_memory_bytes", "GPU memory per worker.", labels=["worker", "kind"]
+        )
+        for key in self.services.redis.scan_iter(match=gpu_metrics_key(prefix, "*")):
+            worker = key.decode().split(":gpu:", 1)[-1]
+            for kind, value in self.services.redis.hgetall(key).items():
+                gpu.add_metric([worker, kind.decode()], float(value))
+        yield gpu
+
+
+def render(services: Services) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(services))
+    return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,98 @@
+"""Every setting of the service, read from `SHOW1_*` environment variables (or a `.env` file).
+
+Defaults make a single machine work with nothing configured: local Redis, local storage, open API.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SHOW1_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    # Queue and job records
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the queue and job records.")
+    queue_name: str = Field("show1", description="RQ queue the API fills and the GPU workers drain.")
+    key_prefix: str = Field("show1", description="Prefix of every Redis key the service writes.")
+    job_timeout_seconds: int = Field(3600, ge=60, description="A job running longer than this is failed.")
+    job_retries: int = Field(2, ge=0, le=10, description="Re-runs after a worker crash or storage fault.")
+    job_record_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=3600, description="How long job records stay readable through the API."
+    )
+
+    # API
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer API keys. Empty: the API is open (development only).",
+    )
+    public_base_url: str = Field(
+        "", description="Base URL clients reach the API at (for Location headers); empty: from the request."
+    )
+    rate_limit_per_minute: int = Field(60, ge=1, description="Requests per minute allowed per API key.")
+    max_jobs_in_flight_per_key: int = Field(4, ge=1, description="Queued plus running jobs per API key.")
+    max_prompt_chars: int = Field(1000, ge=1, description="Longest accepted prompt, in characters.")
+    max_request_bytes: int = Field(16384, ge=1024, description="Largest accepted request body.")
+    max_keyframes: int = Field(16, ge=2, description="Most keyframes a job may ask for (frames = 4k - 3).")
+
+    # Storage
+    storage_backend: Literal["local", "s3"] = Field("local", description="Where videos are stored.")
+    local_storage_dir: Path = Field(Path("var/storage"), description="Folder of the local storage backend.")
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint; empty: AWS.")
+    s3_bucket: str = Field("show1-videos", description="Bucket the videos go to.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: str = Field("", description="S3 access key; empty: boto3's default chain.")
+    s3_secret_access_key: str = Field("", description="S3 secret key.")
+    s3_addressing_style: Literal["path", "virtual", "auto"] = Field(
+        "path", description="Bucket addressing; MinIO and most self-hosted servers need path."
+    )
+    presign_expiry_seconds: int = Field(
+        3600, ge=1, le=7 * 24 * 3600, description="Lifetime of download URLs."
+    )
+
+    # Worker
+    models_dir: Path | None = Field(
+        None, description="Folder holding the five checkpoint folders; unset: the tiny demo preset."
+    )
+    device: str = Field("", description="torch device for the cascade; empty: cuda if present, else cpu.")
+    dtype: Literal["", "float16", "bfloat16", "float32"] = Field(
+        "", description="Model dtype; empty: float16 on CUDA, float32 on CPU."
+    )
+    memory_mode: Literal["resident", "offload_text_encoder", "model_offload", "sequential_offload"] = Field(
+        "resident", description="GPU memory mode of the cascade (deploy/README.md has the trade-offs)."
+    )
+    heartbeat_seconds: int = Field(
+        10, ge=2, description="Worker heartbeat; a silent worker's job is requeued after about 3x this."
+    )
+
+    # Webhooks
+    webhook_secret: str = Field("", description="HMAC-SHA256 key signing webhook bodies; empty: unsigned.")
+    webhook_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one webhook delivery.")
+    webhook_max_attempts: int = Field(6, ge=1, description="Deliveries tried before a webhook is dropped.")
+
+    # Logs
+    log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,154 @@
+"""Where videos go: an S3-compatible bucket (boto3 over HTTP) or a local folder, behind one interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from app.settings import Settings
+
+
+class StorageError(Exception):
+    """Storage could not be reached or refused the operation; worth retrying later."""
+
+
+class Storage(Protocol):
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def download_url(self, key: str) -> str | None:
+        """A URL the client can fetch directly, or None when the API serves the bytes itself."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StorageError unless storage is reachable and usable."""
+        ...
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"storage key escapes the storage folder: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            partial.write_bytes(data)
+            partial.replace(path)
+        except OSError as error:
+            raise StorageError(f"local storage write failed: {error}") from error
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as error:
+            raise StorageError(f"local storage read failed: {error}") from error
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def file_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def download_url(self, key: str) -> str | None:
+        return None
+
+    def ping(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"local storage folder unusable: {error}") from error
+
+
+class S3Storage:
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self.expiry = settings.presign_expiry_seconds
+        config = Config(
+            region_name=settings.s3_region,
+            s3={"addressing_style": settings.s3_addressing_style},
+            signature_version="s3v4",
+            connect_timeout=3,
+            read_timeout=30,
+            retries={"max_attempts": 3, "mode": "standard"},
+        )
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url or None,
+            aws_access_key_id=settings.s3_access_key_id or None,
+            aws_secret_access_key=settings.s3_secret_access_key or None,
+            config=config,
+        )
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 upload of {key} failed: {error}") from error
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 download of {key} failed: {error}") from error
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"S3 lookup of {key} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StorageError(f"S3 lookup of {key} failed: {error}") from error
+        return True
+
+    def download_url(self, key: str) -> str | None:
+        # Signing is local computation: it works even while the endpoint is down.
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expiry
+        )
+
+    def ping(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 bucket {self.bucket} unreachable: {error}") from error
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+
+def make_storage(settings: Settings) -> Storage:
+    if settings.storage_backend == "s3":
+        return S3Storage(settings)
+    return LocalStorage(settings.local_storage_dir)
+
+
+def video_key(job_id: str) -> str:
+    return f"videos/{job_id}.mp4"
+
+
+def record_key(job_id: str) -> str:
+    return f"videos/{job_id}.json"
+
+
+def preview_key(job_id: str) -> str:
+    return f"videos/{job_id}.preview.png"
