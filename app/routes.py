@@ -112,7 +112,8 @@ def create_video(
     if in_flight >= settings.max_jobs_in_flight_per_key:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"{in_flight} jobs queued or running for this key; the limit is {settings.max_jobs_in_flight_per_key}",
+            f"{in_flight} jobs queued or running for this key; "
+            f"the limit is {settings.max_jobs_in_flight_per_key}",
             headers={"Retry-After": "30"},
         )
 
