@@ -16,7 +16,8 @@ from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep
 from app.jobs import CANCELED, QUEUED, RUNNING, SUCCEEDED, JobRecord, new_job_id
 from app.queue import enqueue_video, queue_position, remove_queued
 from app.schemas import Job, JobList, Problem, VideoRequest
-from app.storage import LocalStorage, StorageError, video_key
+from app.storage import LocalStorage, StorageError, preview_key, video_key
+from app.views import render_job
 from models.params import GenerationParams, StageGuidance, StageSteps
 
 router = APIRouter(prefix="/v1", tags=["videos"])
@@ -54,18 +55,9 @@ def _generation_params(body: VideoRequest, seed: int) -> GenerationParams:
 
 
 def job_view(services: Services, record: JobRecord, request: Request) -> Job:
-    data = dict(record.fields)
-    if record.status == QUEUED:
-        data["queue_position"] = queue_position(services.queue, record.id)
-    if data.get("result"):
-        url = services.storage.download_url(video_key(record.id))
-        data["result"] = {**data["result"], "url": url or _content_url(services, request, record.id)}
-    return Job.model_validate(data)
-
-
-def _content_url(services: Services, request: Request, job_id: str) -> str:
-    base = services.settings.public_base_url.rstrip("/") or str(request.base_url).rstrip("/")
-    return f"{base}/v1/videos/{job_id}/content"
+    position = queue_position(services.queue, record.id) if record.status == QUEUED else None
+    base = services.settings.public_base_url or str(request.base_url)
+    return render_job(record, services.storage, base, position)
 
 
 def _owned_record(services: Services, owner: str, job_id: str) -> JobRecord:
@@ -234,9 +226,30 @@ def video_content(job_id: str, services: ServicesDep, owner: OwnerDep) -> Respon
     record = _owned_record(services, owner, job_id)
     if record.status != SUCCEEDED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {record.status}, not succeeded")
-    key = video_key(job_id)
+    return _stored_file(services, video_key(job_id), "video/mp4")
+
+
+@router.get(
+    "/videos/{job_id}/preview",
+    responses={
+        **_ERRORS,
+        302: {"description": "Redirect to a presigned URL of the PNG (S3 storage)."},
+        200: {"content": {"image/png": {}}, "description": "The keyframes side by side (local storage)."},
+        409: {"model": Problem, "description": "No keyframes yet."},
+    },
+    response_class=Response,
+    summary="Keyframe preview, available once the keyframes exist",
+)
+def video_preview(job_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
+    record = _owned_record(services, owner, job_id)
+    if not record["preview_url"]:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has no keyframes yet")
+    return _stored_file(services, preview_key(job_id), "image/png")
+
+
+def _stored_file(services: Services, key: str, media_type: str) -> Response:
     if isinstance(services.storage, LocalStorage):
-        return FileResponse(services.storage.file_path(key), media_type="video/mp4", filename=f"{job_id}.mp4")
+        return FileResponse(services.storage.file_path(key), media_type=media_type)
     return RedirectResponse(services.storage.download_url(key), status_code=status.HTTP_302_FOUND)
 
 

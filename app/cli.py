@@ -1,0 +1,158 @@
+"""`show1`: the command line. Each command's work lives in its own module, imported on use, so
+`show1 serve` never loads torch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+STAGE_STEP_NAMES = ("base", "interp", "sr1_image", "sr1", "sr2")
+
+
+def parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 40x64, got {value!r}")
+    return int(match[1]), int(match[2])
+
+
+def parse_steps(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, int]:
+    if not value:
+        return {}
+    steps: dict[str, int] = {}
+    for item in value.split(","):
+        name, _, count = item.partition("=")
+        name = name.strip()
+        if name not in STAGE_STEP_NAMES:
+            raise click.BadParameter(f"unknown stage {name!r}; stages are {', '.join(STAGE_STEP_NAMES)}")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise click.BadParameter(f"{name} needs a positive whole number of steps, got {count!r}")
+        steps[name] = int(count)
+    return steps
+
+
+@click.group()
+@click.version_option(package_name="show1-service")
+def main() -> None:
+    """Show-1 text-to-video: generate locally, or run the video service."""
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("out.mp4"))
+@click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SHOW1_MODELS_DIR",
+    help="Folder holding the five checkpoint folders; default: the tiny random-weights preset.",
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Random seed; default: drawn and printed.")
+@click.option("--keyframes", type=click.IntRange(2, 64), default=8, show_default=True)
+@click.option("--keyframe-size", callback=parse_size, default="40x64", show_default=True, help="HxW.")
+@click.option("--output-size", callback=parse_size, default="320x576", show_default=True, help="HxW.")
+@click.option(
+    "--steps",
+    callback=parse_steps,
+    help="Per-stage denoising steps, any subset: base=75,interp=75,sr1_image=70,sr1=125,sr2=50",
+)
+@click.option("--negative-prompt", default="", help="Negative prompt of the pixel stages.")
+@click.option("--fps", type=click.IntRange(1, 60), default=8, show_default=True)
+@click.option("--device", help="torch device; default: cuda if available, else cpu.")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), help="Default: fp16 on CUDA.")
+@click.option(
+    "--memory-mode",
+    type=click.Choice(["resident", "offload_text_encoder", "model_offload", "sequential_offload"]),
+    default="resident",
+    show_default=True,
+)
+@click.option(
+    "--save-stages",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every stage's tensors (golden key names) to this .safetensors file.",
+)
+def generate(**options: object) -> None:
+    """Generate one video from PROMPT and write it as MP4."""
+    from app.generate_cmd import run_generate
+
+    run_generate(**options)
+
+
+@main.command("make-tiny-preset")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--seed", type=int, default=0, show_default=True)
+def make_tiny_preset(dest: Path | None, seed: int) -> None:
+    """Write the tiny random-weights checkpoint set (default: the cache folder)."""
+    from models.tiny import default_tiny_preset_dir, make_tiny_preset
+
+    click.echo(make_tiny_preset(dest or default_tiny_preset_dir(), seed=seed))
+
+
+@main.command("download-weights")
+@click.option("--dir", "dest", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints"))
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token (IF-II-L is gated); or set HF_TOKEN.")
+def download_weights(dest: Path, token: str | None) -> None:
+    """Download the five published checkpoints (only the files the cascade loads); resumable."""
+    from models.hub import HubError, download_weights
+
+    try:
+        download_weights(dest, token=token, log=click.echo)
+    except HubError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"done: set SHOW1_MODELS_DIR={dest.resolve()}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP API (no models: it only validates, enqueues and reports)."""
+    import uvicorn
+
+    from app.logs import configure_logging
+    from app.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option(
+    "--gpus",
+    help="'all' or a list such as 0,1: one resident worker process per GPU (CUDA_VISIBLE_DEVICES).",
+)
+def worker(burst: bool, gpus: str | None) -> None:
+    """Run a GPU worker: load the cascade once, then render queued videos."""
+    from app.logs import configure_logging
+    from app.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if gpus:
+        from worker.supervisor import supervise_gpu_workers
+
+        raise SystemExit(supervise_gpu_workers(gpus, burst=burst))
+    from worker.rq_worker import run_worker
+
+    run_worker(settings, burst=burst)
+
+
+@main.command()
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"))
+def up(port: int, host: str, data_dir: Path) -> None:
+    """Everything on one machine: Redis (embedded if none), local storage, the API and a worker."""
+    from worker.up import run_up
+
+    raise SystemExit(run_up(host=host, port=port, data_dir=data_dir))
+
+
+if __name__ == "__main__":
+    main()

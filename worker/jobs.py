@@ -1,0 +1,182 @@
+"""RQ job functions. Everything a job needs is in its record; the worker process holds the models."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from app.jobs import CANCELED, FAILED, SUCCEEDED, utc_now
+from app.logs import current_job_id
+from app.storage import StorageError, preview_key, record_key, video_key
+from app.views import render_job
+from worker import runtime
+from worker.reporting import JobProgress
+
+log = logging.getLogger("show1.worker")
+
+UPLOAD_BACKOFF_SECONDS = (1, 2, 5, 10, 20, 30)
+
+
+def generate_video(job_id: str) -> str:
+    """Run the cascade for one job record; returns the final status.
+
+    Ends normally for cancellation and bad parameters (RQ must not retry those); raises only for
+    faults worth another attempt (storage down too long, a crash), which RQ's Retry re-runs.
+    """
+    from models import GenerationCancelled, GenerationParams, steps_per_stage
+    from models.video import encode_mp4
+
+    rt = runtime.current()
+    token = current_job_id.set(job_id)
+    try:
+        record = rt.store.get(job_id)
+        if record is None:
+            log.warning("job record gone (expired?); nothing to do")
+            return "missing"
+        if record["cancel_requested"]:
+            rt.store.finish(job_id, CANCELED)
+            return CANCELED
+        if not rt.store.mark_running(job_id, rt.name):
+            log.info("job is %s; not running it", record.status)
+            return record.status
+        _notify(job_id, "job.started", only_if="webhook_on_start")
+
+        try:
+            params = GenerationParams.from_dict(record["params"])
+        except (TypeError, ValueError) as error:
+            return _fail(job_id, "invalid_parameters", str(error))
+        ticks = steps_per_stage(params)
+        progress = JobProgress(rt.store, job_id, ticks, rt.step_times, rt.settings.key_prefix)
+        started = time.monotonic()
+        try:
+            result = rt.cascade.generate(params, progress=progress, on_stage_output=_preview_uploader(job_id))
+        except GenerationCancelled:
+            log.info("canceled between denoising steps")
+            rt.store.finish(job_id, CANCELED)
+            _notify(job_id, "job.canceled")
+            return CANCELED
+        except ValueError as error:
+            return _fail(job_id, "invalid_parameters", str(error))
+
+        rt.store.update_running(job_id, {"stage": "encoding", "eta_seconds": None})
+        mp4 = encode_mp4(result.frames, fps=params.fps)
+        frames, height, width, _ = result.frames.shape
+        document = {
+            "id": job_id,
+            "params": params.to_dict(),
+            "timings": {**result.timings, "total": round(time.monotonic() - started, 3)},
+            "models": rt.cascade.model_info,
+            "worker": rt.name,
+            "device": str(rt.cascade.device),
+            "dtype": str(rt.cascade.dtype).removeprefix("torch."),
+            "memory_mode": rt.cascade.memory_mode,
+            "finished_at": utc_now(),
+        }
+        _upload(job_id, video_key(job_id), mp4, "video/mp4")
+        _upload(job_id, record_key(job_id), json.dumps(document, indent=2).encode(), "application/json")
+        finished = rt.store.finish(
+            job_id,
+            SUCCEEDED,
+            {
+                "result": {
+                    "url": "",
+                    "content_type": "video/mp4",
+                    "bytes": len(mp4),
+                    "width": width,
+                    "height": height,
+                    "frames": frames,
+                    "fps": params.fps,
+                },
+                "timings": document["timings"],
+            },
+        )
+        if not finished:
+            # Canceled while encoding: the cancel wins, the uploaded files stay as orphans of no record.
+            return rt.store.get(job_id).status
+        _notify(job_id, "job.succeeded")
+        return SUCCEEDED
+    finally:
+        current_job_id.reset(token)
+
+
+def on_job_failure(job: Any, connection: Any, exc_type: type, exc_value: BaseException, tb: Any) -> None:
+    """RQ failure callback, also called for jobs abandoned by a killed worker.
+
+    With retries left the job goes back to queued (RQ re-enqueues it); otherwise the record fails, so
+    no job is left `running` with nobody running it.
+    """
+    rt = runtime.current()
+    job_id = job.id
+    reason = f"{exc_type.__name__}: {exc_value}".strip(": ")
+    if job.retries_left:
+        log.warning(
+            "attempt failed (%s); %d retries left", reason, job.retries_left, extra={"job_id": job_id}
+        )
+        rt.store.requeue(job_id, reason)
+        return
+    code = "worker_lost" if exc_type.__name__ == "AbandonedJobError" else "internal_error"
+    if isinstance(exc_value, StorageError):
+        code = "storage_unavailable"
+    if _fail(job_id, code, reason) == FAILED:
+        log.error("job failed for good: %s", reason, extra={"job_id": job_id})
+
+
+def _fail(job_id: str, code: str, message: str) -> str:
+    rt = runtime.current()
+    if rt.store.fail(job_id, code, message):
+        _notify(job_id, "job.failed")
+        return FAILED
+    record = rt.store.get(job_id)
+    return record.status if record else "missing"
+
+
+def _upload(job_id: str, key: str, data: bytes, content_type: str) -> None:
+    """Retry a while before giving up: storage outages are usually short and the video is expensive."""
+    storage = runtime.current().storage
+    for attempt, delay in enumerate((*UPLOAD_BACKOFF_SECONDS, None), start=1):
+        try:
+            storage.put(key, data, content_type)
+            return
+        except StorageError as error:
+            if delay is None:
+                raise
+            log.warning("upload of %s failed (attempt %d): %s; retrying in %ss", key, attempt, error, delay)
+            time.sleep(delay)
+
+
+def _preview_uploader(job_id: str) -> Callable[[str, Any], None]:
+    def on_stage_output(stage: str, video: Any) -> None:
+        if stage != "keyframes":
+            return
+        from models.pipelines.latent_sr import to_uint8_frames
+
+        strip = np.concatenate(list(to_uint8_frames(video)), axis=1)
+        buffer = io.BytesIO()
+        Image.fromarray(strip).save(buffer, format="PNG")
+        rt = runtime.current()
+        try:
+            rt.storage.put(preview_key(job_id), buffer.getvalue(), "image/png")
+        except StorageError as error:
+            log.warning("keyframe preview not uploaded: %s", error)
+            return
+        # An API path rather than a presigned URL, which would expire while the record lives on.
+        base = rt.settings.public_base_url.rstrip("/")
+        rt.store.update_running(job_id, {"preview_url": f"{base}/v1/videos/{job_id}/preview"})
+
+    return on_stage_output
+
+
+def _notify(job_id: str, event: str, only_if: str | None = None) -> None:
+    rt = runtime.current()
+    record = rt.store.get(job_id)
+    if record is None or not record["webhook_url"] or (only_if and not record[only_if]):
+        return
+    payload = render_job(record, rt.storage, rt.settings.public_base_url).model_dump(mode="json")
+    rt.webhooks.schedule(record["webhook_url"], event, payload)

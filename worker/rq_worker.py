@@ -1,0 +1,116 @@
+"""The RQ worker: models resident in the worker process, fast recovery of jobs whose worker died.
+
+RQ's SimpleWorker runs jobs in its own process (a forked work horse could not keep CUDA models), but
+it never heartbeats during a job, and its started-job entry lasts the job timeout + 60 s, so a
+SIGKILLed worker's job would sit "running" for an hour. Here a thread keeps the heartbeat alive on a
+short TTL while a job runs, and a janitor thread in every worker re-queues jobs whose worker went
+silent (RQ's StartedJobRegistry.cleanup, which also calls our on_failure callback).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+
+from app.settings import Settings
+from worker import runtime
+from worker.webhooks import WebhookSender
+
+log = logging.getLogger("show1.worker")
+
+
+class Show1Worker(SimpleWorker):
+    """`show1 worker`: loads the cascade once in bootstrap(), then runs video jobs in-process."""
+
+    settings: Settings
+
+    def bootstrap(self, *args: object, **kwargs: object) -> None:
+        super().bootstrap(*args, **kwargs)
+        if runtime._runtime is None:
+            runtime.install(runtime.load_runtime(self.settings))
+        rt = runtime.current()
+        self._sender = WebhookSender(
+            rt.webhooks,
+            self.settings.webhook_secret,
+            self.settings.webhook_timeout_seconds,
+            self.settings.webhook_max_attempts,
+        )
+        self._sender.start()
+        self._janitor = Janitor(self.queues, self.settings.heartbeat_seconds)
+        self._janitor.start()
+        self._report_gpu_memory()
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        # Short: the heartbeat thread renews it; a dead worker's job is found within about 3 beats.
+        return 3 * self.settings.heartbeat_seconds
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, stop), name="job-heartbeat", daemon=True)
+        beat.start()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            stop.set()
+            beat.join()
+            self._report_gpu_memory()
+
+    def _beat(self, job: Job, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.heartbeat_seconds):
+            try:
+                self.maintain_heartbeats(job)
+            except redis.RedisError as error:
+                log.warning("heartbeat not sent: %s", error)
+
+    def _report_gpu_memory(self) -> None:
+        import torch
+
+        from app.metrics import gpu_metrics_key
+
+        if not torch.cuda.is_available():
+            return
+        key = gpu_metrics_key(self.settings.key_prefix, runtime.current().name)
+        pipe = self.connection.pipeline()
+        pipe.hset(
+            key,
+            mapping={
+                "allocated": torch.cuda.memory_allocated(),
+                "reserved": torch.cuda.memory_reserved(),
+                "peak_allocated": torch.cuda.max_memory_allocated(),
+            },
+        )
+        pipe.expire(key, 600)
+        pipe.execute()
+
+
+class Janitor(threading.Thread):
+    """Re-queues (or fails) jobs of workers that stopped heartbeating, every few seconds."""
+
+    def __init__(self, queues: list[Queue], interval: float) -> None:
+        super().__init__(name="janitor", daemon=True)
+        self.queues, self.interval = queues, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            for queue in self.queues:
+                try:
+                    StartedJobRegistry(queue=queue).cleanup()
+                except redis.RedisError as error:
+                    log.warning("janitor cannot reach Redis: %s", error)
+                except Exception:
+                    log.exception("janitor failed on %s", queue.name)
+
+
+def run_worker(settings: Settings, *, burst: bool = False) -> bool:
+    """Load the cascade, then work the queue until stopped (or until empty with `burst`)."""
+    connection = redis.Redis.from_url(settings.redis_url)
+    queue = Queue(settings.queue_name, connection=connection)
+    worker = Show1Worker([queue], connection=connection)
+    worker.settings = settings
+    return worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)

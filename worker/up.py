@@ -1,0 +1,160 @@
+"""`show1 up`: the whole service on one machine, with nothing configured.
+
+Starts what is missing (a real redis-server when none answers), the API and one worker as child
+processes sharing one environment; Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import httpx
+import redis
+
+from app.settings import Settings
+from worker.runtime import has_real_checkpoints
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise click.ClickException(
+            "no Redis answers at SHOW1_REDIS_URL and no redis-server binary is on PATH: "
+            "install one (e.g. `apt-get install redis-server`) or point SHOW1_REDIS_URL at a Redis"
+        )
+    port = free_port()
+    folder = data_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(folder.resolve()),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise click.ClickException("the embedded redis-server did not start")
+        time.sleep(0.1)
+    return process, url
+
+
+def choose_models(settings: Settings) -> Path:
+    import torch
+
+    from models.tiny import ensure_tiny_preset
+
+    if has_real_checkpoints(settings.models_dir) and torch.cuda.is_available():
+        return Path(settings.models_dir)
+    reason = "no GPU" if has_real_checkpoints(settings.models_dir) else "no checkpoints in SHOW1_MODELS_DIR"
+    click.secho(
+        f"\n  !! {reason}: serving the TINY RANDOM-WEIGHTS preset. Videos will be noise. !!\n"
+        "  For real videos: `show1 download-weights --dir DIR`,"
+        " then SHOW1_MODELS_DIR=DIR on a GPU machine.\n",
+        fg="yellow",
+        bold=True,
+        err=True,
+    )
+    return ensure_tiny_preset()
+
+
+def run_up(host: str, port: int, data_dir: Path) -> int:
+    settings = Settings()
+    env = dict(os.environ)
+    children: list[subprocess.Popen] = []
+
+    def stop_all(*_: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in reversed(children):
+            try:
+                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    try:
+        if not redis_answers(settings.redis_url):
+            process, url = start_embedded_redis(data_dir)
+            children.append(process)
+            env["SHOW1_REDIS_URL"] = url
+            click.echo(f"started an embedded redis-server at {url}", err=True)
+        if "SHOW1_STORAGE_BACKEND" not in env:
+            env["SHOW1_STORAGE_BACKEND"] = "local"
+            env["SHOW1_LOCAL_STORAGE_DIR"] = str((data_dir / "storage").resolve())
+        env["SHOW1_MODELS_DIR"] = str(choose_models(settings))
+        base_url = f"http://{host}:{port}"
+        env.setdefault("SHOW1_PUBLIC_BASE_URL", base_url)
+        python = sys.executable
+        children.append(
+            subprocess.Popen([python, "-m", "app.cli", "serve", "--host", host, "--port", str(port)], env=env)
+        )
+        children.append(subprocess.Popen([python, "-m", "app.cli", "worker"], env=env))
+        _wait_healthy(base_url, children)
+        click.echo(
+            f"\nShow-1 is up at {base_url}  (API docs: {base_url}/docs)\n"
+            f"  curl -s -X POST {base_url}/v1/videos -H 'Content-Type: application/json' "
+            '-d \'{"prompt": "A panda taking a selfie"}\'\n'
+            f"  curl -s {base_url}/v1/videos/<id>      # poll\n"
+            f"  curl -sLo video.mp4 {base_url}/v1/videos/<id>/content\n"
+            "Ctrl-C stops everything.\n",
+            err=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        click.echo("a service process exited; stopping the rest", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+        return 0
+    finally:
+        stop_all()
+
+
+def _wait_healthy(base_url: str, children: list[subprocess.Popen], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise click.ClickException("a service process exited during start-up")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise click.ClickException(f"the API did not answer at {base_url} within {timeout:.0f}s")
