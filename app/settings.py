@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     public_base_url: str = Field(
         "", description="Base URL clients reach the API at (for Location headers); empty: from the request."
     )
-    rate_limit_per_minute: int = Field(60, ge=1, description="Requests per minute allowed per API key.")
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per minute allowed per API key.")
     max_jobs_in_flight_per_key: int = Field(4, ge=1, description="Queued plus running jobs per API key.")
     max_prompt_chars: int = Field(1000, ge=1, description="Longest accepted prompt, in characters.")
     max_request_bytes: int = Field(16384, ge=1024, description="Largest accepted request body.")
