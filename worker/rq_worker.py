@@ -16,6 +16,7 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
 
 from app.settings import Settings
 from worker import runtime
@@ -100,7 +101,8 @@ class Janitor(threading.Thread):
         while not self.stopped.wait(self.interval):
             for queue in self.queues:
                 try:
-                    StartedJobRegistry(queue=queue).cleanup()
+                    # cleanup() runs failure callbacks under a timeout; SIGALRM works in the main thread only.
+                    StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty).cleanup()
                 except redis.RedisError as error:
                     log.warning("janitor cannot reach Redis: %s", error)
                 except Exception:
