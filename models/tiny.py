@@ -34,6 +34,7 @@ PIXEL_DDPM = {
     "steps_offset": 0,
     "thresholding": True,
     "timestep_spacing": "leading",
+    "trained_betas": None,
     "variance_type": "learned_range",
 }
 IMAGE_NOISING_DDPM = {
@@ -59,7 +60,10 @@ LATENT_DPM_SOLVER = {
     "steps_offset": 0,
     "thresholding": False,
     "timestep_spacing": "linspace",
+    "trained_betas": None,
+    "lambda_min_clipped": float("-inf"),
     "use_karras_sigmas": False,
+    "variance_type": None,
 }
 
 T5_WIDTH = 16

@@ -1,0 +1,117 @@
+"""`show1 generate` and `show1 download-weights` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from app.cli import main
+from models.hub import allow_patterns
+from models.video import decode_mp4
+from tests.conftest import REPO
+
+GOLDEN_KEYS = {
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "keyframes",
+    "interpolated",
+    "first_frame_sr",
+    "sr1",
+    "sr2_input_uint8",
+    "final",
+    "final_uint8",
+}
+FAST = [
+    "--keyframe-size",
+    "16x24",
+    "--output-size",
+    "64x112",
+    "--steps",
+    "base=2,interp=2,sr1_image=2,sr1=2,sr2=2",
+]
+
+
+def test_generate_writes_a_playable_mp4_and_the_stage_tensors(tiny_preset: Path, tmp_path: Path):
+    output, stages = tmp_path / "out.mp4", tmp_path / "stages.safetensors"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "generate",
+            "A panda taking a selfie",
+            "-o",
+            str(output),
+            "--models-dir",
+            str(tiny_preset),
+            "--seed",
+            "11",
+            "--save-stages",
+            str(stages),
+            *FAST,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "pixel_sr" in run.stderr and "100%" in run.stderr, "no progress bars"
+    assert decode_mp4(output.read_bytes()).shape == (29, 64, 112, 3)
+    with safe_open(str(stages), "pt") as tensors:
+        assert set(tensors.keys()) == GOLDEN_KEYS
+        assert tuple(tensors.get_tensor("sr1").shape) == (1, 3, 29, 64, 96)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "sr3=5"], "unknown stage 'sr3'"),
+        (["--steps", "sr1=zero"], "sr1 needs a positive whole number"),
+        (["--keyframe-size", "40by64"], "expected HEIGHTxWIDTH"),
+        (["--output-size", "321x576"], "multiples of 8"),
+        (["--keyframes", "1"], "--keyframes"),
+    ],
+)
+def test_generate_rejects_bad_options_by_name(
+    args: list[str], message: str, tiny_preset: Path, tmp_path: Path
+):
+    result = CliRunner().invoke(main, ["generate", "a cat", "--models-dir", str(tiny_preset), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_download_plan_fetches_only_what_the_cascade_loads():
+    assert allow_patterns("show-1-base") == [
+        "model_index.json",
+        "*/config.json",
+        "*/scheduler_config.json",
+        "tokenizer/*",
+        "unet/*.fp16.safetensors",
+        "text_encoder/*.fp16.safetensors",
+        "text_encoder/*.index*.json",
+    ]
+    assert "unet/*.fp16.safetensors" in allow_patterns("IF-II-L-v1.0")
+    assert not any("text_encoder" in pattern for pattern in allow_patterns("IF-II-L-v1.0"))
+    assert "vae/*.safetensors" in allow_patterns("show-1-sr2")
+
+
+def test_download_fails_clearly_when_the_hub_is_unreachable(tmp_path: Path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run(
+        [sys.executable, "-m", "app.cli", "download-weights", "--dir", str(tmp_path / "w")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    assert "cannot download showlab/show-1-base from the Hugging Face Hub" in run.stderr
