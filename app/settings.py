@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     storage_backend: Literal["local", "s3"] = Field("local", description="Where videos are stored.")
     local_storage_dir: Path = Field(Path("var/storage"), description="Folder of the local storage backend.")
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint; empty: AWS.")
+    s3_public_endpoint_url: str = Field(
+        "", description="Endpoint clients download from (presigned URLs); empty: s3_endpoint_url."
+    )
     s3_bucket: str = Field("show1-videos", description="Bucket the videos go to.")
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_access_key_id: str = Field("", description="S3 access key; empty: boto3's default chain.")
@@ -67,6 +70,10 @@ class Settings(BaseSettings):
     )
     memory_mode: Literal["resident", "offload_text_encoder", "model_offload", "sequential_offload"] = Field(
         "resident", description="GPU memory mode of the cascade (deploy/README.md has the trade-offs)."
+    )
+    worker_alive_file: Path = Field(
+        Path("/tmp/show1-worker.alive"),
+        description="Touched every heartbeat; a liveness probe reads its age.",
     )
     heartbeat_seconds: int = Field(
         10, ge=2, description="Worker heartbeat; a silent worker's job is requeued after about 3x this."

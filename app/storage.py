@@ -86,13 +86,16 @@ class S3Storage:
             read_timeout=30,
             retries={"max_attempts": 3, "mode": "standard"},
         )
+        credentials = {
+            "aws_access_key_id": settings.s3_access_key_id or None,
+            "aws_secret_access_key": settings.s3_secret_access_key or None,
+        }
         self.client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url or None,
-            aws_access_key_id=settings.s3_access_key_id or None,
-            aws_secret_access_key=settings.s3_secret_access_key or None,
-            config=config,
+            "s3", endpoint_url=settings.s3_endpoint_url or None, config=config, **credentials
         )
+        # Inside a cluster the service may reach storage by a name clients cannot resolve.
+        public = settings.s3_public_endpoint_url or settings.s3_endpoint_url or None
+        self.signer = boto3.client("s3", endpoint_url=public, config=config, **credentials)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         try:
@@ -119,7 +122,7 @@ class S3Storage:
 
     def download_url(self, key: str) -> str | None:
         # Signing is local computation: it works even while the endpoint is down.
-        return self.client.generate_presigned_url(
+        return self.signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expiry
         )
 

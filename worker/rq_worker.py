@@ -9,8 +9,10 @@ silent (RQ's StartedJobRegistry.cleanup, which also calls our on_failure callbac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from pathlib import Path
 
 import redis
 from rq import Queue, SimpleWorker
@@ -42,7 +44,7 @@ class Show1Worker(SimpleWorker):
             self.settings.webhook_max_attempts,
         )
         self._sender.start()
-        self._janitor = Janitor(self.queues, self.settings.heartbeat_seconds)
+        self._janitor = Janitor(self.queues, self.settings.heartbeat_seconds, self.settings.worker_alive_file)
         self._janitor.start()
         self._report_gpu_memory()
 
@@ -90,15 +92,18 @@ class Show1Worker(SimpleWorker):
 
 
 class Janitor(threading.Thread):
-    """Re-queues (or fails) jobs of workers that stopped heartbeating, every few seconds."""
+    """Re-queues (or fails) jobs of workers that stopped heartbeating, every few seconds, and touches
+    the alive file that a liveness probe checks."""
 
-    def __init__(self, queues: list[Queue], interval: float) -> None:
+    def __init__(self, queues: list[Queue], interval: float, alive_file: Path) -> None:
         super().__init__(name="janitor", daemon=True)
-        self.queues, self.interval = queues, interval
+        self.queues, self.interval, self.alive_file = queues, interval, alive_file
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
+            with contextlib.suppress(OSError):
+                self.alive_file.touch()
             for queue in self.queues:
                 try:
                     # cleanup() runs failure callbacks under a timeout; SIGALRM works in the main thread only.
