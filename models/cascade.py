@@ -47,6 +47,7 @@ class Show1Cascade:
         dtype: torch.dtype,
         memory_mode: str = "resident",
         model_info: dict[str, dict[str, str]] | None = None,
+        interpolation_pairs_per_batch: int | None = None,
     ) -> None:
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {', '.join(MEMORY_MODES)}; got {memory_mode!r}")
@@ -55,6 +56,8 @@ class Show1Cascade:
         self.dtype = dtype
         self.memory_mode = memory_mode
         self.model_info = model_info or {}
+        # None: every keyframe pair in one batch; 1 is the reference's way (the output is the same).
+        self.interpolation_pairs_per_batch = interpolation_pairs_per_batch
         self._offloaded = self._modules_kept_off_device()
         self._place_models()
         models.vae.enable_slicing()
@@ -67,6 +70,7 @@ class Show1Cascade:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         memory_mode: str = "resident",
+        interpolation_pairs_per_batch: int | None = None,
     ) -> Show1Cascade:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -76,6 +80,7 @@ class Show1Cascade:
             dtype=dtype,
             memory_mode=memory_mode,
             model_info=checkpoint_info(Path(models_dir)),
+            interpolation_pairs_per_batch=interpolation_pairs_per_batch,
         )
 
     def generate(
@@ -161,6 +166,7 @@ class Show1Cascade:
                 guidance_scale=params.guidance.interp,
                 seed=params.seed,
                 on_step=tick,
+                max_pairs_per_batch=self.interpolation_pairs_per_batch,
             )
 
     def _first_frame(

@@ -1,0 +1,75 @@
+"""The benchmark keeps running (it asserts no speed): a tiny CPU run writes the report, and the
+full-size configs have the published sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.conftest import REPO
+
+# Parameter counts in billions from DESIGN.md (published model sizes; sr1 is an estimate there too).
+PUBLISHED_BILLIONS = {
+    "show-1-base.unet": 1.73,
+    "show-1-sr1.unet": 2.26,
+    "IF-II-L-v1.0.unet": 1.19,
+    "show-1-sr2.unet": 1.41,
+    "show-1-sr2.vae": 0.084,
+}
+
+
+def test_bench_runs_on_the_tiny_preset(tiny_preset: Path, tmp_path: Path):
+    output = tmp_path / "result.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "bench/bench.py",
+            "--preset",
+            "tiny",
+            "--small",
+            "--steps",
+            "base=1,interp=1,sr1_image=1,sr1=1,sr2=2",
+            "--modes",
+            "resident,offload_text_encoder",
+            "--output",
+            str(output),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SHOW1_CACHE_DIR": str(tiny_preset.parent), "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert {"device", "seconds_per_video", "speedup_vs_reference", "peak_gb_low_memory", "stages"} <= set(
+        report
+    )
+    assert set(report["stages"]) == {"keyframes", "interpolation", "first_frame_sr", "pixel_sr", "latent_sr"}
+    assert set(report["modes"]) == {"resident", "offload_text_encoder"}
+    assert report["reference_flow"]["seconds"] > 0 and report["seconds_per_video"] > 0
+    assert "speed-up vs the reference flow" in run.stdout
+
+
+def test_full_size_configs_have_the_published_sizes():
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
+
+    from models.unet_pixel import PixelUNet3DConditionModel
+
+    classes = {
+        "show-1-base.unet": PixelUNet3DConditionModel,
+        "show-1-sr1.unet": PixelUNet3DConditionModel,
+        "IF-II-L-v1.0.unet": UNet2DConditionModel,
+        "show-1-sr2.unet": UNet3DConditionModel,
+        "show-1-sr2.vae": AutoencoderKL,
+    }
+    for name, cls in classes.items():
+        config = json.loads((REPO / "bench" / "configs" / f"{name}.json").read_text())
+        with torch.device("meta"):
+            billions = sum(p.numel() for p in cls(**config).parameters()) / 1e9
+        assert abs(billions - PUBLISHED_BILLIONS[name]) / PUBLISHED_BILLIONS[name] < 0.02, (name, billions)
