@@ -46,10 +46,16 @@ def namespace(redis_connection: redis.Redis) -> Iterator[str]:
     """A fresh key prefix and queue name; everything under them is deleted afterwards."""
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
-    for pattern in (f"{name}:*", f"rq:*{name}*"):
-        keys = list(redis_connection.scan_iter(match=pattern, count=1000))
-        if keys:
-            redis_connection.delete(*keys)
+    delete_namespace(redis_connection, name)
+
+
+def delete_namespace(connection: redis.Redis, name: str) -> None:
+    """Every key of a namespace, and RQ's per-job keys of its jobs (named by job id alone)."""
+    job_ids = [key.decode().rsplit(":", 1)[-1] for key in connection.scan_iter(match=f"{name}:job:*")]
+    keys = [*connection.scan_iter(match=f"{name}:*"), *connection.scan_iter(match=f"rq:*{name}*")]
+    keys += [f"rq:{kind}:{job_id}" for job_id in job_ids for kind in ("job", "results")]
+    if keys:
+        connection.delete(*keys)
 
 
 @pytest.fixture(scope="session")

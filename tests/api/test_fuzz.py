@@ -12,7 +12,7 @@ from schemathesis.checks import not_a_server_error
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, delete_namespace
 
 NAMESPACE = f"fuzz{uuid.uuid4().hex[:8]}"
 AUTH = {"Authorization": "Bearer fuzz-key"}
@@ -54,6 +54,4 @@ def test_api_never_fails_and_rejections_change_nothing(case):
 
 
 def teardown_module() -> None:
-    keys = [*connection.scan_iter(match=f"{NAMESPACE}:*"), *connection.scan_iter(match=f"rq:*{NAMESPACE}*")]
-    if keys:
-        connection.delete(*keys)
+    delete_namespace(connection, NAMESPACE)
