@@ -13,6 +13,18 @@ from models.params import GenerationParams, StageGuidance, StageSteps
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "tiny-a"
 MODELS_DIR = GOLDEN_DIR / "models"
+# The stage tensors of the recording; `show1 generate --save-stages` writes the same keys.
+GOLDEN_KEYS = (
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "keyframes",
+    "interpolated",
+    "first_frame_sr",
+    "sr1",
+    "sr2_input_uint8",
+    "final",
+    "final_uint8",
+)
 
 
 @cache

@@ -25,20 +25,9 @@ from models.pipelines.first_frame_sr import upscale_first_frame
 from models.pipelines.latent_sr import resize_frames, to_uint8_frames
 from models.pipelines.pixel_sr import super_resolve_video
 from models.text import PromptEmbeddings
-from tests.models.golden_case import MODELS_DIR, case_params, max_diff, recorded
+from tests.models.golden_case import GOLDEN_KEYS, MODELS_DIR, case_params, max_diff, recorded
 
 THROUGH_SR1_TOLERANCE = 1e-3
-GOLDEN_KEYS = (
-    "prompt_embeds",
-    "negative_prompt_embeds",
-    "keyframes",
-    "interpolated",
-    "first_frame_sr",
-    "sr1",
-    "sr2_input_uint8",
-    "final",
-    "final_uint8",
-)
 # Fewer steps for tests that check behaviour rather than numbers.
 QUICK_STEPS = StageSteps(base=2, interp=2, sr1_image=2, sr1=2, sr2=3)
 
