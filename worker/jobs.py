@@ -7,9 +7,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import redis
 from PIL import Image
 
 from app.jobs import CANCELED, FAILED, SUCCEEDED, utc_now
@@ -20,6 +21,7 @@ from worker import runtime
 from worker.reporting import JobProgress
 
 log = logging.getLogger("show1.worker")
+T = TypeVar("T")
 
 UPLOAD_BACKOFF_SECONDS = (1, 2, 5, 10, 20, 30)
 
@@ -65,7 +67,9 @@ def generate_video(job_id: str) -> str:
         except ValueError as error:
             return _fail(job_id, "invalid_parameters", str(error))
 
-        rt.store.update_running(job_id, {"stage": "encoding", "eta_seconds": None})
+        _with_redis_retries(
+            lambda: rt.store.update_running(job_id, {"stage": "encoding", "eta_seconds": None})
+        )
         mp4 = encode_mp4(result.frames, fps=params.fps)
         frames, height, width, _ = result.frames.shape
         document = {
@@ -81,21 +85,23 @@ def generate_video(job_id: str) -> str:
         }
         _upload(job_id, video_key(job_id), mp4, "video/mp4")
         _upload(job_id, record_key(job_id), json.dumps(document, indent=2).encode(), "application/json")
-        finished = rt.store.finish(
-            job_id,
-            SUCCEEDED,
-            {
-                "result": {
-                    "url": "",
-                    "content_type": "video/mp4",
-                    "bytes": len(mp4),
-                    "width": width,
-                    "height": height,
-                    "frames": frames,
-                    "fps": params.fps,
+        finished = _with_redis_retries(
+            lambda: rt.store.finish(
+                job_id,
+                SUCCEEDED,
+                {
+                    "result": {
+                        "url": "",
+                        "content_type": "video/mp4",
+                        "bytes": len(mp4),
+                        "width": width,
+                        "height": height,
+                        "frames": frames,
+                        "fps": params.fps,
+                    },
+                    "timings": document["timings"],
                 },
-                "timings": document["timings"],
-            },
+            )
         )
         if not finished:
             # Canceled while encoding: the cancel wins, the uploaded files stay as orphans of no record.
@@ -137,6 +143,19 @@ def _fail(job_id: str, code: str, message: str) -> str:
     return record.status if record else "missing"
 
 
+def _with_redis_retries(write: Callable[[], T]) -> T:
+    """A record write after the video exists: wait out a Redis restart rather than lose the video."""
+    for attempt, delay in enumerate((*UPLOAD_BACKOFF_SECONDS, None), start=1):
+        try:
+            return write()
+        except redis.RedisError as error:
+            if delay is None:
+                raise
+            log.warning("job record not written (attempt %d): %s; retrying in %ss", attempt, error, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def _upload(job_id: str, key: str, data: bytes, content_type: str) -> None:
     """Retry a while before giving up: storage outages are usually short and the video is expensive."""
     storage = runtime.current().storage
@@ -168,15 +187,22 @@ def _preview_uploader(job_id: str) -> Callable[[str, Any], None]:
             return
         # An API path rather than a presigned URL, which would expire while the record lives on.
         base = rt.settings.public_base_url.rstrip("/")
-        rt.store.update_running(job_id, {"preview_url": f"{base}/v1/videos/{job_id}/preview"})
+        try:
+            rt.store.update_running(job_id, {"preview_url": f"{base}/v1/videos/{job_id}/preview"})
+        except redis.RedisError as error:
+            log.warning("preview URL not recorded: %s", error)
 
     return on_stage_output
 
 
 def _notify(job_id: str, event: str, only_if: str | None = None) -> None:
     rt = runtime.current()
-    record = rt.store.get(job_id)
-    if record is None or not record["webhook_url"] or (only_if and not record[only_if]):
-        return
-    payload = render_job(record, rt.storage, rt.settings.public_base_url).model_dump(mode="json")
-    rt.webhooks.schedule(record["webhook_url"], event, payload)
+    try:
+        record = rt.store.get(job_id)
+        if record is None or not record["webhook_url"] or (only_if and not record[only_if]):
+            return
+        payload = render_job(record, rt.storage, rt.settings.public_base_url).model_dump(mode="json")
+        rt.webhooks.schedule(record["webhook_url"], event, payload)
+    except redis.RedisError as error:
+        # A webhook must never fail the job.
+        log.warning("webhook %s not scheduled: %s", event, error)

@@ -69,8 +69,16 @@ class JobProgress:
             self._stage_finished(stage, total, now - self.stage_started)
         if stage != self._written_stage or step == total or now - self.last_write >= WRITE_INTERVAL_SECONDS:
             self.write(now)
-            if self.store.cancel_requested(self.job_id):
+            if self._cancel_requested():
                 raise GenerationCancelled(f"job {self.job_id} canceled")
+
+    def _cancel_requested(self) -> bool:
+        try:
+            return self.store.cancel_requested(self.job_id)
+        except redis.RedisError as error:
+            # Redis away for a moment: keep rendering; the flag is read again a step later.
+            log.warning("cancel flag not read: %s", error)
+            return False
 
     _written_stage: str | None = None
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -134,3 +136,54 @@ def test_webhooks_signed_and_a_dead_receiver_does_not_fail_the_job(
         events.append(payload["event"])
     assert events == ["job.started", "job.succeeded"]
     assert payload["job"]["result"]["frames"] == 29
+
+
+def test_job_survives_a_redis_restart(processes: Processes, tiny_preset: Path, tmp_path: Path):
+    """Redis with AOF (as deployed) restarted mid-job: the worker reconnects and the job completes."""
+    port = free_port()
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    command = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(folder),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+    ]
+
+    def start_redis() -> subprocess.Popen:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_for(lambda: _pings(port), 10, "redis-server to start")
+        return server
+
+    server = start_redis()
+    env = service_env("restart", tiny_preset, tmp_path, SHOW1_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        base = processes.api(env)
+        processes.worker(env)
+        submitted = submit(base, steps=SLOW_STEPS)
+        wait_for(lambda: job(base, submitted["id"])["stage"] == "pixel_sr", 120, "the job to reach pixel SR")
+        server.send_signal(signal.SIGTERM)  # a clean restart: Redis flushes its AOF on the way down
+        server.wait(timeout=10)
+        time.sleep(2)
+        server = start_redis()
+        final, _ = poll_to_end(base, submitted["id"])
+        assert final["status"] == "succeeded", processes.logs()
+        assert httpx.get(final["result"]["url"], timeout=10).status_code == 200
+    finally:
+        processes.stop()
+        server.terminate()
+        server.wait()
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
