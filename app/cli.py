@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from models.params import KEYFRAME_DROPOUT_MODES
+
 STAGE_STEP_NAMES = ("base", "interp", "sr1_image", "sr1", "sr2")
 
 
@@ -20,19 +22,37 @@ def parse_size(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return int(match[1]), int(match[2])
 
 
-def parse_steps(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, int]:
-    if not value:
-        return {}
-    steps: dict[str, int] = {}
-    for item in value.split(","):
-        name, _, count = item.partition("=")
+def _per_stage(value: str | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        name, _, number = item.partition("=")
         name = name.strip()
         if name not in STAGE_STEP_NAMES:
             raise click.BadParameter(f"unknown stage {name!r}; stages are {', '.join(STAGE_STEP_NAMES)}")
-        if not count.strip().isdigit() or int(count) < 1:
+        values[name] = number.strip()
+    return values
+
+
+def parse_steps(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, int]:
+    steps = _per_stage(value)
+    for name, count in steps.items():
+        if not count.isdigit() or int(count) < 1:
             raise click.BadParameter(f"{name} needs a positive whole number of steps, got {count!r}")
-        steps[name] = int(count)
-    return steps
+    return {name: int(count) for name, count in steps.items()}
+
+
+def parse_guidance(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float]:
+    guidance: dict[str, float] = {}
+    for name, scale in _per_stage(value).items():
+        try:
+            guidance[name] = float(scale)
+        except ValueError:
+            raise click.BadParameter(f"{name} needs a number, got {scale!r}") from None
+        if guidance[name] < 1.0:
+            raise click.BadParameter(f"{name} guidance must be at least 1, got {scale}")
+    return guidance
 
 
 @click.group()
@@ -58,6 +78,19 @@ def main() -> None:
     "--steps",
     callback=parse_steps,
     help="Per-stage denoising steps, any subset: base=75,interp=75,sr1_image=70,sr1=125,sr2=50",
+)
+@click.option(
+    "--guidance",
+    callback=parse_guidance,
+    help="Per-stage guidance scales, any subset: base=9,interp=4,sr1_image=4,sr1=7,sr2=15",
+)
+@click.option(
+    "--keyframe-dropout",
+    type=click.Choice(KEYFRAME_DROPOUT_MODES),
+    envvar="SHOW1_KEYFRAME_DROPOUT",
+    default="reference",
+    show_default=True,
+    help="reference: keyframes as run_inference.py makes them (dropout active); off: eval mode.",
 )
 @click.option("--negative-prompt", default="", help="Negative prompt of the pixel stages.")
 @click.option("--fps", type=click.IntRange(1, 60), default=8, show_default=True)
@@ -138,9 +171,16 @@ def worker(burst: bool, gpus: str | None) -> None:
         from worker.supervisor import supervise_gpu_workers
 
         raise SystemExit(supervise_gpu_workers(gpus, burst=burst))
+    from models.errors import CheckpointError
     from worker.rq_worker import run_worker
+    from worker.supervisor import EXIT_BAD_CHECKPOINTS
 
-    run_worker(settings, burst=burst)
+    try:
+        run_worker(settings, burst=burst)
+    except CheckpointError as error:
+        # Before any job was taken: an operator's mistake, said in one line, not a traceback.
+        click.secho(f"Error: cannot load the checkpoints: {error}", fg="red", err=True)
+        raise SystemExit(EXIT_BAD_CHECKPOINTS) from error
 
 
 @main.command()

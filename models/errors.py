@@ -3,3 +3,7 @@
 
 class GenerationCancelled(Exception):
     """Raised by a progress callback to stop a generation between denoising steps."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded as published: missing, incomplete or not fitting."""

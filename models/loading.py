@@ -1,14 +1,19 @@
 """Loading the five Show-1 checkpoint folders with the classes this project chooses.
 
 The published model_index.json files name the reference's own `showone.*` classes, so nothing here
-reads them: each component folder is loaded directly with its class.
+reads them: each component folder is loaded directly with its class. Loading is strict for every
+component, as diffusers 0.19 was for the reference: weights that are missing, unexpected or of the
+wrong shape, an unreadable file or a missing folder raise CheckpointError naming the folder, so a
+worker fails at start-up instead of serving a partly random model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -18,18 +23,17 @@ from diffusers import (
     UNet2DConditionModel,
     UNet3DConditionModel,
 )
+from diffusers.models.modeling_utils import ModelMixin
 from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
+from models.errors import CheckpointError
 from models.unet_pixel import PixelUNet3DConditionModel
-
-BASE = "show-1-base"
-INTERPOLATION = "show-1-interpolation"
-IF_II = "IF-II-L-v1.0"
-SR1 = "show-1-sr1"
-SR2 = "show-1-sr2"
-CHECKPOINT_FOLDERS = (BASE, INTERPOLATION, IF_II, SR1, SR2)
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+from models.weights import (
+    CHECKPOINT_FOLDERS,
+    FP16_VARIANT_FOLDERS,
+    choose_weights,
+    loading_problems,
+)
 
 
 @dataclass
@@ -67,30 +71,30 @@ def load_models(models_dir: Path, dtype: torch.dtype) -> CascadeModels:
     root = Path(models_dir)
     missing = [name for name in CHECKPOINT_FOLDERS if not (root / name).is_dir()]
     if missing:
-        raise FileNotFoundError(f"checkpoint folder(s) missing under {root}: {', '.join(missing)}")
+        raise CheckpointError(f"checkpoint folder(s) missing under {root}: {', '.join(missing)}")
     base, interp, if_ii, sr1, sr2 = (root / name for name in CHECKPOINT_FOLDERS)
     return CascadeModels(
-        t5_tokenizer=T5Tokenizer.from_pretrained(base / "tokenizer"),
-        t5_encoder=_transformers_model(T5EncoderModel, base / "text_encoder", dtype),
-        base_unet=_diffusers_model(PixelUNet3DConditionModel, base / "unet", dtype),
-        base_scheduler=DDPMScheduler.from_pretrained(base / "scheduler"),
-        interp_unet=_diffusers_model(PixelUNet3DConditionModel, interp / "unet", dtype),
-        interp_scheduler=DDPMScheduler.from_pretrained(interp / "scheduler"),
-        if_unet=_diffusers_model(UNet2DConditionModel, if_ii / "unet", dtype),
-        if_scheduler=DDPMScheduler.from_pretrained(if_ii / "scheduler"),
-        if_noising_scheduler=DDPMScheduler.from_pretrained(if_ii / "image_noising_scheduler"),
-        sr1_unet=_diffusers_model(PixelUNet3DConditionModel, sr1 / "unet", dtype),
-        sr1_scheduler=DDPMScheduler.from_pretrained(sr1 / "scheduler"),
-        sr1_noising_scheduler=DDPMScheduler.from_pretrained(sr1 / "image_noising_scheduler"),
-        sr2_unet=_diffusers_model(UNet3DConditionModel, sr2 / "unet", dtype),
-        vae=_diffusers_model(AutoencoderKL, sr2 / "vae", dtype),
+        t5_tokenizer=_component(T5Tokenizer, base / "tokenizer"),
+        t5_encoder=load_component(T5EncoderModel, base / "text_encoder", dtype),
+        base_unet=load_component(PixelUNet3DConditionModel, base / "unet", dtype),
+        base_scheduler=_component(DDPMScheduler, base / "scheduler"),
+        interp_unet=load_component(PixelUNet3DConditionModel, interp / "unet", dtype),
+        interp_scheduler=_component(DDPMScheduler, interp / "scheduler"),
+        if_unet=load_component(UNet2DConditionModel, if_ii / "unet", dtype),
+        if_scheduler=_component(DDPMScheduler, if_ii / "scheduler"),
+        if_noising_scheduler=_component(DDPMScheduler, if_ii / "image_noising_scheduler"),
+        sr1_unet=load_component(PixelUNet3DConditionModel, sr1 / "unet", dtype),
+        sr1_scheduler=_component(DDPMScheduler, sr1 / "scheduler"),
+        sr1_noising_scheduler=_component(DDPMScheduler, sr1 / "image_noising_scheduler"),
+        sr2_unet=load_component(UNet3DConditionModel, sr2 / "unet", dtype),
+        vae=load_component(AutoencoderKL, sr2 / "vae", dtype),
         # Configs saved by diffusers 0.19 lack final_sigmas_type; current diffusers then ends on sigma 0,
         # while the reference's last step used the schedule's smallest sigma.
-        sr2_scheduler=DPMSolverMultistepScheduler.from_pretrained(
-            sr2 / "scheduler", final_sigmas_type="sigma_min"
+        sr2_scheduler=_component(
+            DPMSolverMultistepScheduler, sr2 / "scheduler", final_sigmas_type="sigma_min"
         ),
-        clip_tokenizer=CLIPTokenizer.from_pretrained(sr2 / "tokenizer"),
-        clip_encoder=_transformers_model(CLIPTextModel, sr2 / "text_encoder", dtype),
+        clip_tokenizer=_component(CLIPTokenizer, sr2 / "tokenizer"),
+        clip_encoder=load_component(CLIPTextModel, sr2 / "text_encoder", dtype),
     )
 
 
@@ -118,15 +122,41 @@ def folder_revision(folder: Path) -> str:
     return "config-" + digest.hexdigest()[:12]
 
 
-def weight_variant(folder: Path) -> str | None:
-    """ "fp16" when the folder holds fp16-variant weights, which the reference loads when present."""
-    names = [path.name for path in folder.iterdir() if path.name.endswith(_WEIGHT_SUFFIXES)]
-    return "fp16" if any(".fp16." in name for name in names) else None
+def _component(cls: type, folder: Path, **kwargs: Any) -> Any:
+    """A tokenizer or scheduler; a missing or unreadable folder is a CheckpointError naming it."""
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: folder missing (needed for {cls.__name__})")
+    try:
+        return cls.from_pretrained(folder, **kwargs)
+    except Exception as error:
+        raise CheckpointError(f"{folder}: cannot load {cls.__name__}: {error}") from error
 
 
-def _diffusers_model(cls: type, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
-    return cls.from_pretrained(folder, variant=weight_variant(folder), torch_dtype=dtype)
-
-
-def _transformers_model(cls: type, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
-    return cls.from_pretrained(folder, variant=weight_variant(folder), dtype=dtype)
+def load_component(cls: type, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """A model from its folder, strictly: every weight present, expected and of the right shape."""
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: folder missing (needed for {cls.__name__})")
+    try:
+        chosen = choose_weights(
+            os.listdir(folder), prefer_fp16=folder.parent.name in FP16_VARIANT_FOLDERS, where=str(folder)
+        )
+    except FileNotFoundError as error:
+        raise CheckpointError(str(error)) from error
+    options: dict[str, Any] = {"variant": chosen.variant, "use_safetensors": chosen.use_safetensors}
+    if issubclass(cls, ModelMixin):
+        options["torch_dtype"] = dtype
+    else:
+        # transformers reports shape mismatches only in its log unless told to collect them.
+        options |= {"dtype": dtype, "ignore_mismatched_sizes": True}
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True, **options)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise CheckpointError(
+            f"{folder}: cannot load {cls.__name__} from {chosen.files[0]}: {error}"
+        ) from error
+    problems = loading_problems(info)
+    if problems:
+        raise CheckpointError(f"{folder}: weights do not fit {cls.__name__} ({problems})")
+    return model

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from models.loading import BASE, CHECKPOINT_FOLDERS, IF_II, INTERPOLATION, SR1, SR2
+from models.weights import BASE, CHECKPOINT_FOLDERS, IF_II, INTERPOLATION, SR1, SR2
 
 # Scheduler settings of the published checkpoints (their scheduler_config.json values).
 PIXEL_DDPM = {

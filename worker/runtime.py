@@ -13,12 +13,11 @@ import redis
 from app.jobs import JobStore
 from app.settings import Settings
 from app.storage import Storage, make_storage
+from models.weights import CHECKPOINT_FOLDERS
 from worker.reporting import StepTimes
 from worker.webhooks import WebhookQueue
 
 log = logging.getLogger("show1.worker")
-
-CHECKPOINT_FOLDERS = ("show-1-base", "show-1-interpolation", "IF-II-L-v1.0", "show-1-sr1", "show-1-sr2")
 
 
 @dataclass
@@ -52,13 +51,15 @@ def has_real_checkpoints(models_dir: Path | None) -> bool:
 
 
 def models_dir_for(settings: Settings) -> Path:
-    """The configured checkpoints, or the tiny random-weights preset with a loud notice."""
-    if has_real_checkpoints(settings.models_dir):
+    """The configured checkpoints, or with none configured the tiny random-weights preset, loudly.
+
+    A configured folder is used as it is: when it is incomplete or broken, loading fails and the
+    worker stops before taking a job, rather than serving the noise of the tiny preset.
+    """
+    if settings.models_dir is not None:
         return Path(settings.models_dir)
     from models.tiny import ensure_tiny_preset
 
-    if settings.models_dir is not None:
-        log.warning("SHOW1_MODELS_DIR=%s lacks the five checkpoint folders", settings.models_dir)
     log.warning(
         "USING THE TINY RANDOM-WEIGHTS PRESET: videos will be noise. "
         "Run `show1 download-weights --dir DIR` and set SHOW1_MODELS_DIR=DIR for real videos."

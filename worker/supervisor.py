@@ -11,6 +11,9 @@ import time
 
 log = logging.getLogger("show1.worker")
 
+# sysexits' EX_CONFIG: the checkpoints cannot be loaded. Restarting would fail the same way.
+EXIT_BAD_CHECKPOINTS = 78
+
 
 def visible_gpus(spec: str) -> list[str]:
     if spec != "all":
@@ -50,6 +53,12 @@ def supervise_gpu_workers(spec: str, *, burst: bool = False) -> int:
                 continue
             if stopping or (burst and code == 0):
                 del workers[gpu]
+            elif code == EXIT_BAD_CHECKPOINTS:
+                log.error("worker on GPU %s cannot load the checkpoints; stopping every worker", gpu)
+                forward(signal.SIGTERM, None)
+                for other in workers.values():
+                    other.wait()
+                return code
             else:
                 log.warning("worker on GPU %s exited with %s; restarting", gpu, code)
                 workers[gpu] = start(gpu)
