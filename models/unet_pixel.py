@@ -7,13 +7,18 @@ temporal transformer after every spatial attention.
 
 The constructor takes exactly the options of the reference class (showlab/Show-1's
 UNet3DConditionModel, typo `transfromer_in_opt` included) so that the published config.json files
-load unchanged. Values that the IF-style architecture does not use are rejected with a ValueError
-naming the option, and so is any config key the class does not know: nothing is silently ignored.
+load unchanged. The rule for options (docs/design.md, "Checkpoint configs"):
+- an option that changes the architecture or the numbers and that this class does not implement is
+  refused with a ValueError naming it;
+- an option the reference itself never reads for these block and embedding kinds is accepted, has no
+  effect there or here, and is logged once as ignored;
+- a key neither class knows is ignored with diffusers' own warning naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,27 +39,37 @@ from models.blocks_pixel import (
     PixelUpBlock,
     ResnetSettings,
 )
+from models.errors import CheckpointError
 from models.temporal import TemporalTransformer
+from models.weights import choose_weights, loading_problems
 
-_WEIGHTS_NAME = "diffusion_pytorch_model"
 _DOWN_BLOCKS = {"ResnetDownsampleBlock3D": False, "SimpleCrossAttnDownBlock3D": True}  # name -> has attention
 _UP_BLOCKS = {"ResnetUpsampleBlock3D": False, "SimpleCrossAttnUpBlock3D": True}
 _MID_BLOCK = "UNetMidBlock3DSimpleCrossAttn"
 
-# Options that only matter for block or embedding kinds this class does not build: any value other than
-# the default would be silently without effect, so it is an error.
+log = logging.getLogger("show1.models")
+
+# Options that would change the architecture or the numbers (the reference raises on
+# num_attention_heads itself): only the default is supported.
 _FIXED_OPTIONS: dict[str, Any] = {
     "num_attention_heads": None,
+    "time_embedding_type": "positional",
+    "time_cond_proj_dim": None,
+}
+# Options the reference accepts and never reads for the kinds built here: its get_down_block and
+# get_up_block hand them only to the CrossAttn*/DownBlock3D/UpBlock3D kinds, its SimpleCrossAttn mid
+# block takes none of them, and its embeddings read the last two only for the "projection" class and
+# "text_time" addition embeddings. Any value is accepted and, when not the default, logged as ignored.
+_IGNORED_OPTIONS: dict[str, Any] = {
     "dual_cross_attention": False,
     "use_linear_projection": False,
     "upcast_attention": False,
     "downsample_padding": 1,
-    "time_embedding_type": "positional",
-    "time_cond_proj_dim": None,
-    "num_class_embeds": None,
-    "projection_class_embeddings_input_dim": None,
+    "transformer_layers_per_block": 1,
     "addition_time_embed_dim": None,
+    "projection_class_embeddings_input_dim": None,
 }
+_already_logged: set[str] = set()
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "mid_block_type": (_MID_BLOCK, None),
     "class_embed_type": (None, "timestep"),
@@ -85,7 +100,26 @@ def _unsupported(name: str, value: Any, why: str) -> ValueError:
     return ValueError(f"PixelUNet3DConditionModel does not support {name}={value!r}: {why}")
 
 
+def _log_once(message: str) -> None:
+    if message not in _already_logged:
+        _already_logged.add(message)
+        log.info(message)
+
+
 def _check_options(options: dict[str, Any]) -> None:
+    for name, default in _IGNORED_OPTIONS.items():
+        if options[name] != default:
+            _log_once(f"PixelUNet3DConditionModel ignores {name}={options[name]!r}, as the reference does")
+    if options["num_class_embeds"] is not None:
+        if options["class_embed_type"] != "timestep":
+            # The reference would build an nn.Embedding class embedding: not implemented here.
+            raise _unsupported(
+                "num_class_embeds", options["num_class_embeds"], 'only with class_embed_type "timestep"'
+            )
+        _log_once(
+            f"PixelUNet3DConditionModel ignores num_class_embeds={options['num_class_embeds']!r} beside a "
+            "timestep class embedding, as the reference does"
+        )
     for name, default in _FIXED_OPTIONS.items():
         if options[name] != default:
             raise _unsupported(
@@ -94,11 +128,6 @@ def _check_options(options: dict[str, Any]) -> None:
     for name, choices in _CHOICES.items():
         if options[name] not in choices:
             raise _unsupported(name, options[name], f"expected one of {choices}")
-    layers = options["transformer_layers_per_block"]
-    if any(n != 1 for n in (layers if isinstance(layers, (list, tuple)) else [layers])):
-        raise _unsupported(
-            "transformer_layers_per_block", layers, "the IF-style blocks have no Transformer2D"
-        )
     for name, allowed in (("down_block_types", _DOWN_BLOCKS), ("up_block_types", _UP_BLOCKS)):
         unknown = [block for block in options[name] if block not in allowed]
         if unknown:
@@ -386,43 +415,23 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
         return emb
 
     @classmethod
-    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> tuple[dict, dict, dict]:
-        """diffusers only warns about config keys that __init__ does not take; here they are an error."""
-        known = cls._get_init_keys(cls)
-        unknown = sorted(k for k in config_dict if not k.startswith("_") and k not in known)
-        if unknown:
-            raise ValueError(f"PixelUNet3DConditionModel does not know the config option(s) {unknown}")
-        return super().extract_init_dict(config_dict, **kwargs)
-
-    @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
     ) -> PixelUNet3DConditionModel | tuple[PixelUNet3DConditionModel, dict[str, Any]]:
         """diffusers' from_pretrained, strict: missing, unexpected or mis-shaped weights raise.
 
-        Without an explicit `variant`, a local folder's fp16 weights are used when present, else the
-        plain file, as the reference loads the published checkpoints.
+        Without an explicit `variant`, a local folder's weights are chosen by models.weights (fp16
+        safetensors first, as the reference loads the base and interpolation checkpoints).
         """
-        if "variant" not in kwargs:
-            kwargs["variant"] = _local_variant(pretrained_model_name_or_path, kwargs.get("subfolder"))
+        folder = os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        if "variant" not in kwargs and os.path.isdir(folder):
+            chosen = choose_weights(os.listdir(folder), prefer_fp16=True, where=folder)
+            kwargs |= {"variant": chosen.variant, "use_safetensors": chosen.use_safetensors}
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, output_loading_info=True, **kwargs
         )
-        problems = {k: info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
-        problems = {k: v for k, v in problems.items() if v}
+        problems = loading_problems(info)
         if problems:
-            raise ValueError(
-                f"checkpoint {pretrained_model_name_or_path} does not fit {cls.__name__}: {problems}"
-            )
+            raise CheckpointError(f"{folder}: weights do not fit {cls.__name__} ({problems})")
         return (model, info) if want_info else model
-
-
-def _local_variant(path: str | os.PathLike, subfolder: str | None) -> str | None:
-    folder = os.path.join(path, subfolder or "")
-    if not os.path.isdir(folder):
-        return None
-    names = os.listdir(folder)
-    fp16 = (f"{_WEIGHTS_NAME}.fp16.safetensors", f"{_WEIGHTS_NAME}.fp16.bin")
-    sharded = f"{_WEIGHTS_NAME}.safetensors.index.fp16.json"
-    return "fp16" if any(name in fp16 or name == sharded for name in names) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from functools import cache
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers.models.embeddings import TimestepEmbedding
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from models.errors import CheckpointError
 from models.unet_pixel import PixelUNet3DConditionModel
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "tiny-a"
@@ -93,14 +96,14 @@ def test_picks_fp16_variant_and_plain_file(tmp_path: Path) -> None:
 def test_missing_weights_fail_loudly(tmp_path: Path) -> None:
     shutil.copy(FOLDERS["transformer_in"] / "config.json", tmp_path / "config.json")
     shutil.copy(weight_file(FOLDERS["base"]), tmp_path / "diffusion_pytorch_model.safetensors")
-    with pytest.raises(ValueError, match=r"missing_keys.*transformer_in\.proj_in\.weight"):
+    with pytest.raises(CheckpointError, match=r"missing: .*transformer_in\.proj_in\.weight"):
         PixelUNet3DConditionModel.from_pretrained(tmp_path)
 
 
 def test_unexpected_weights_fail_loudly(tmp_path: Path) -> None:
     shutil.copy(FOLDERS["base"] / "config.json", tmp_path / "config.json")
     shutil.copy(weight_file(FOLDERS["transformer_in"]), tmp_path / "diffusion_pytorch_model.safetensors")
-    with pytest.raises(ValueError, match=r"unexpected_keys.*transformer_in\.proj_in\.weight"):
+    with pytest.raises(CheckpointError, match=r"unexpected: .*transformer_in\.proj_in\.weight"):
         PixelUNet3DConditionModel.from_pretrained(tmp_path)
 
 
@@ -111,19 +114,12 @@ def base_config() -> dict:
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("dual_cross_attention", True),
-        ("use_linear_projection", True),
-        ("upcast_attention", True),
         ("num_attention_heads", 8),
-        ("downsample_padding", 0),
-        ("transformer_layers_per_block", 2),
         ("time_embedding_type", "fourier"),
         ("time_cond_proj_dim", 16),
         ("class_embed_type", "projection"),
         ("num_class_embeds", 10),
-        ("projection_class_embeddings_input_dim", 16),
         ("addition_embed_type", "text_time"),
-        ("addition_time_embed_dim", 16),
         ("encoder_hid_dim_type", "image_proj"),
         ("resnet_time_scale_shift", "ada_group"),
         ("mid_block_type", "UNetMidBlock3DCrossAttn"),
@@ -142,13 +138,42 @@ def test_unsupported_option_is_rejected_by_name(option: str, value: object) -> N
         PixelUNet3DConditionModel(**{k: v for k, v in config.items() if not k.startswith("_")})
 
 
-def test_unknown_config_key_is_rejected_by_name(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="some_new_option"):
-        PixelUNet3DConditionModel.from_config({**base_config(), "some_new_option": 1})
+# Options the reference accepts and never reads for these block and embedding kinds.
+IGNORED_BY_THE_REFERENCE = {
+    "dual_cross_attention": True,
+    "use_linear_projection": True,
+    "upcast_attention": True,
+    "downsample_padding": 0,
+    "transformer_layers_per_block": 2,
+    "projection_class_embeddings_input_dim": 16,
+    "addition_time_embed_dim": 16,
+}
+
+
+def test_options_the_reference_ignores_are_accepted_ignored_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorded = load_file(RECORDINGS["base"])
+    expected = run(load("base"), recorded)
     shutil.copytree(FOLDERS["base"], tmp_path / "unet")
-    (tmp_path / "unet" / "config.json").write_text(json.dumps({**base_config(), "some_new_option": 1}))
-    with pytest.raises(ValueError, match="some_new_option"):
+    config = {**base_config(), **IGNORED_BY_THE_REFERENCE, "some_new_option": 1}
+    (tmp_path / "unet" / "config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.INFO):
+        first = PixelUNet3DConditionModel.from_pretrained(tmp_path / "unet").eval()
         PixelUNet3DConditionModel.from_pretrained(tmp_path / "unet")
+    assert torch.equal(run(first, recorded), expected)
+    for option, value in IGNORED_BY_THE_REFERENCE.items():
+        said = [r.getMessage() for r in caplog.records if f"ignores {option}={value!r}" in r.getMessage()]
+        assert len(said) == 1, (option, [r.getMessage() for r in caplog.records])
+    assert any("some_new_option" in r.getMessage() for r in caplog.records)
+
+
+def test_num_class_embeds_beside_a_timestep_class_embedding_is_ignored() -> None:
+    """The reference builds an nn.Embedding only when class_embed_type is unset; sr1's is "timestep"."""
+    config = json.loads((FOLDERS["sr1"] / "config.json").read_text())
+    assert config["class_embed_type"] == "timestep"
+    model = PixelUNet3DConditionModel.from_config({**config, "num_class_embeds": 1000})
+    assert isinstance(model.class_embedding, TimestepEmbedding)
 
 
 def test_published_option_values_are_accepted() -> None:
