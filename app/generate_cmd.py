@@ -20,6 +20,8 @@ def run_generate(
     keyframe_size: tuple[int, int],
     output_size: tuple[int, int],
     steps: dict[str, int],
+    guidance: dict[str, float],
+    keyframe_dropout: str,
     negative_prompt: str,
     fps: int,
     device: str | None,
@@ -29,7 +31,7 @@ def run_generate(
 ) -> None:
     import torch
 
-    from models import GenerationParams, Show1Cascade, StageSteps
+    from models import GenerationParams, Show1Cascade, StageGuidance, StageSteps
     from models.tiny import ensure_tiny_preset
     from models.video import encode_mp4
 
@@ -50,7 +52,9 @@ def run_generate(
             keyframe_size=keyframe_size,
             output_size=output_size,
             steps=StageSteps(**steps),
+            guidance=StageGuidance(**guidance),
             fps=fps,
+            keyframe_dropout=keyframe_dropout,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from error

@@ -16,6 +16,7 @@ from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep
 from app.jobs import CANCELED, QUEUED, RUNNING, SUCCEEDED, JobRecord, new_job_id
 from app.queue import enqueue_video, queue_position, remove_queued
 from app.schemas import Job, JobList, Problem, VideoRequest
+from app.settings import Settings
 from app.storage import LocalStorage, StorageError, preview_key, video_key
 from app.views import render_job
 from models.params import GenerationParams, StageGuidance, StageSteps
@@ -37,7 +38,7 @@ def _field_error(field: str, message: str, value: Any) -> RequestValidationError
     )
 
 
-def _generation_params(body: VideoRequest, seed: int) -> GenerationParams:
+def _generation_params(body: VideoRequest, seed: int, settings: Settings) -> GenerationParams:
     try:
         return GenerationParams(
             prompt=body.prompt,
@@ -49,6 +50,7 @@ def _generation_params(body: VideoRequest, seed: int) -> GenerationParams:
             steps=StageSteps(**body.steps.model_dump()),
             guidance=StageGuidance(**body.guidance.model_dump()),
             fps=body.fps,
+            keyframe_dropout=body.keyframe_dropout or settings.keyframe_dropout,
         )
     except ValueError as error:
         raise _field_error("params", str(error), body.model_dump(mode="json")) from error
@@ -110,7 +112,7 @@ def create_video(
         )
 
     seed = body.seed if body.seed is not None else secrets.randbelow(2**63)
-    params = _generation_params(body, seed)
+    params = _generation_params(body, seed, settings)
     job_id = new_job_id()
     if idempotency_slot is not None:
         claim = json.dumps({"job_id": job_id, "body": body_hash})

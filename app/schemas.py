@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from models.params import StageGuidance, StageSteps
+from models.params import KeyframeDropout, StageGuidance, StageSteps
 
 _STEPS = StageSteps()
 _GUIDANCE = StageGuidance()
@@ -80,6 +80,14 @@ class VideoRequest(BaseModel):
     steps: StepsOverride = Field(default_factory=StepsOverride)
     guidance: GuidanceOverride = Field(default_factory=GuidanceOverride)
     fps: int = Field(8, ge=1, le=60, description="Frames per second of the MP4.")
+    keyframe_dropout: KeyframeDropout | None = Field(
+        None,
+        description=(
+            "reference: keyframes made as the reference's run_inference.py makes them, with the base "
+            "model's dropout active (the published samples were made so); off: deterministic eval mode. "
+            "Omitted: the service default (SHOW1_KEYFRAME_DROPOUT)."
+        ),
+    )
     webhook_url: AnyHttpUrl | None = Field(None, description="POSTed the job object when the job ends.")
     webhook_on_start: bool = Field(False, description="Also call the webhook when a worker starts the job.")
 

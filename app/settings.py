@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.params import KeyframeDropout
+
 ENV_PREFIX = "SHOW1_"
 
 
@@ -41,6 +43,10 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(1000, ge=1, description="Longest accepted prompt, in characters.")
     max_request_bytes: int = Field(16384, ge=1024, description="Largest accepted request body.")
     max_keyframes: int = Field(16, ge=2, description="Most keyframes a job may ask for (frames = 4k - 3).")
+    keyframe_dropout: KeyframeDropout = Field(
+        "reference",
+        description="Default keyframe_dropout of a job: reference (as run_inference.py) or off (eval mode).",
+    )
 
     # Storage
     storage_backend: Literal["local", "s3"] = Field("local", description="Where videos are stored.")

@@ -150,6 +150,7 @@ class Show1Cascade:
                 num_inference_steps=params.steps.base,
                 guidance_scale=params.guidance.base,
                 seed=params.seed,
+                dropout=params.keyframe_dropout == "reference",
                 on_step=tick,
             )
 

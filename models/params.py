@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 STAGES = ("keyframes", "interpolation", "first_frame_sr", "pixel_sr", "latent_sr")
 
@@ -18,6 +18,12 @@ FRAMES_BETWEEN_KEYFRAMES = 3
 SR1_SCALE = 4
 # The sr2 VAE downsamples by 8; other output sizes would be silently resized by the video processor.
 LATENT_SCALE = 8
+# How the keyframe stage treats the base UNet's dropout. "reference": as run_inference.py runs it, in
+# training mode (its pipeline's enable_model_cpu_offload() calls unet.train()), so the temporal
+# convolutions drop activations with p=0.1; the published samples were made that way. "off": eval mode,
+# deterministic, what diffusers' own IF pipeline would do (and what the recorded golden cascades used).
+KeyframeDropout = Literal["reference", "off"]
+KEYFRAME_DROPOUT_MODES: tuple[str, ...] = get_args(KeyframeDropout)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class GenerationParams:
     window: int = 8
     stride: int = 7
     fps: int = 8
+    keyframe_dropout: KeyframeDropout = "reference"
 
     def __post_init__(self) -> None:
         # JSON gives lists; the dataclass is frozen, so normalise through object.__setattr__.
@@ -67,6 +74,11 @@ class GenerationParams:
             raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
         if self.fps < 1:
             raise ValueError(f"fps must be at least 1, got {self.fps}")
+        if self.keyframe_dropout not in KEYFRAME_DROPOUT_MODES:
+            raise ValueError(
+                f"keyframe_dropout must be one of {', '.join(KEYFRAME_DROPOUT_MODES)}, "
+                f"got {self.keyframe_dropout!r}"
+            )
         if self.num_keyframes < 2:
             raise ValueError(
                 f"num_keyframes must be at least 2 (interpolation needs a pair), got {self.num_keyframes}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from diffusers import DDPMScheduler
 
@@ -27,13 +30,35 @@ def generate_keyframes(
     num_inference_steps: int,
     guidance_scale: float,
     seed: int,
+    dropout: bool = False,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Denoise pure noise into (1, 3, num_frames, H, W) keyframes in model space."""
+    """Denoise pure noise into (1, 3, num_frames, H, W) keyframes in model space.
+
+    `dropout=True` samples as the reference's run_inference.py does: the UNet in training mode, its
+    dropout masks drawn from the default generators that `torch.manual_seed(seed)` seeds. On the CPU
+    the initial noise, every step's masks and every step's noise then come from one generator in the
+    reference's order; on CUDA the masks come from the CUDA default generator, also seeded.
+    """
     device, dtype = prompt.positive.device, prompt.positive.dtype
-    generator = torch.Generator("cpu").manual_seed(seed)
+    generator = torch.manual_seed(seed) if dropout else torch.Generator("cpu").manual_seed(seed)
     height, width = size
     sample = draw_noise((1, RGB_CHANNELS, num_frames, height, width), generator, device, dtype)
     denoiser = PixelDenoiser(unet, prompt, guidance_scale)
     sampler = LearnedRangeDDPM(scheduler, num_inference_steps, device)
-    return sample_ddpm(denoiser, sampler, sample, generator, on_step)
+    with _training_mode(unet, dropout):
+        return sample_ddpm(denoiser, sampler, sample, generator, on_step)
+
+
+@contextmanager
+def _training_mode(module: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Training mode for the stage only: the model is shared with every other job of the worker."""
+    if not enabled:
+        yield
+        return
+    was_training = module.training
+    module.train()
+    try:
+        yield
+    finally:
+        module.train(was_training)

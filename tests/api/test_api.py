@@ -186,3 +186,19 @@ def test_openapi_is_complete_with_examples(client: TestClient):
     schemas = spec["components"]["schemas"]
     assert schemas["VideoRequest"]["examples"] and schemas["Job"]["examples"]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_keyframe_dropout_is_a_named_choice_with_a_service_default(namespace: str, tmp_path: Path):
+    with make_client(namespace, tmp_path) as client:
+        job = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()
+        assert job["params"]["keyframe_dropout"] == "reference"
+        off = client.post("/v1/videos", json={"prompt": "a cat", "keyframe_dropout": "off"}, headers=AUTH)
+        assert off.json()["params"]["keyframe_dropout"] == "off"
+        before = queued(namespace)
+        bad = client.post("/v1/videos", json={"prompt": "a cat", "keyframe_dropout": "some"}, headers=AUTH)
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["loc"] == ["body", "keyframe_dropout"]
+        assert queued(namespace) == before
+    with make_client(namespace, tmp_path, keyframe_dropout="off") as client:
+        job = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()
+        assert job["params"]["keyframe_dropout"] == "off"
