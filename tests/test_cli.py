@@ -12,10 +12,9 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 from app.cli import main
-from models.hub import allow_patterns
 from models.video import decode_mp4
 from tests.conftest import REPO
-from tests.models.golden_case import GOLDEN_KEYS
+from tests.models.golden_case import GOLDEN_KEYS, TAME_CASE, case, max_diff, models_dir, recorded
 
 FAST = [
     "--keyframe-size",
@@ -78,19 +77,28 @@ def test_generate_rejects_bad_options_by_name(
     assert message in result.output
 
 
-def test_download_plan_fetches_only_what_the_cascade_loads():
-    assert allow_patterns("show-1-base") == [
-        "model_index.json",
-        "*/config.json",
-        "*/scheduler_config.json",
-        "tokenizer/*",
-        "unet/*.fp16.safetensors",
-        "text_encoder/*.fp16.safetensors",
-        "text_encoder/*.index*.json",
-    ]
-    assert "unet/*.fp16.safetensors" in allow_patterns("IF-II-L-v1.0")
-    assert not any("text_encoder" in pattern for pattern in allow_patterns("IF-II-L-v1.0"))
-    assert "vae/*.safetensors" in allow_patterns("show-1-sr2")
+def test_generate_reproduces_the_reference_run_of_tiny_c(tmp_path: Path):
+    """The recorded tiny-c case through the command line, keyframes both ways."""
+    c = case(TAME_CASE)
+    steps = ",".join(f"{name}={count}" for name, count in c["steps"].items())
+    guidance = ",".join(f"{name}={scale}" for name, scale in c["guidance"].items())
+    (height, width), (out_height, out_width) = c["size"]["base"], c["size"]["sr2"]
+    for dropout, key, file in (
+        ("off", "keyframes", "cascade.safetensors"),
+        ("reference", "keyframes", "keyframes_train_mode.safetensors"),
+    ):
+        stages = tmp_path / f"{dropout}.safetensors"
+        command = [sys.executable, "-m", "app.cli", "generate", c["prompt"], "-o", str(tmp_path / "out.mp4")]
+        command += ["--models-dir", str(models_dir(TAME_CASE)), "--seed", str(c["seed"])]
+        command += ["--keyframes", str(c["keyframes"]), "--keyframe-size", f"{height}x{width}"]
+        command += ["--output-size", f"{out_height}x{out_width}", "--steps", steps, "--guidance", guidance]
+        command += ["--keyframe-dropout", dropout, "--save-stages", str(stages)]
+        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        with safe_open(str(stages), "pt") as tensors:
+            assert max_diff(tensors.get_tensor(key), recorded(TAME_CASE, file)[key]) <= 1e-4
+            if dropout == "off":
+                assert max_diff(tensors.get_tensor("sr1"), recorded(TAME_CASE)["sr1"]) <= 1e-4
 
 
 def test_download_fails_clearly_when_the_hub_is_unreachable(tmp_path: Path):
