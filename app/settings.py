@@ -89,12 +89,16 @@ class Settings(BaseSettings):
     webhook_secret: str = Field("", description="HMAC-SHA256 key signing webhook bodies; empty: unsigned.")
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one webhook delivery.")
     webhook_max_attempts: int = Field(6, ge=1, description="Deliveries tried before a webhook is dropped.")
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts webhooks may target although they resolve to private addresses.",
+    )
 
     # Logs
     log_level: str = Field("INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
