@@ -183,6 +183,4 @@ def spritesheet_key(job_id: str) -> str:
 
 def job_keys(job_id: str) -> tuple[str, ...]:
     """Every file a job may have in storage: what deleting a job removes."""
-    return tuple(
-        key(job_id) for key in (video_key, record_key, preview_key, thumbnail_key, spritesheet_key)
-    )
+    return tuple(key(job_id) for key in (video_key, record_key, preview_key, thumbnail_key, spritesheet_key))
