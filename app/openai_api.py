@@ -120,7 +120,10 @@ async def create_fields(request: Request) -> dict[str, Any]:
                     param=name.split("[", 1)[0],
                     code="unsupported",
                 )
-        return nest_form_fields(form.multi_items())
+        try:
+            return nest_form_fields(form.multi_items())
+        except InvalidRequest as error:
+            raise OpenAIError(400, error.message, param=error.param, code=error.code) from error
     try:
         fields = json.loads(await request.body() or b"null")
     except (ValueError, UnicodeDecodeError) as error:

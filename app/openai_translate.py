@@ -37,6 +37,7 @@ SUPPORTED_SIZES = (*SDK_SIZES, "576x320")
 DEFAULT_SECONDS = 4.0  # OpenAI's default clip length
 UNSUPPORTED_FIELDS = ("input_reference", "character_ids", "remix_video_id", "video", "extend_video_id")
 _SIZE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[A-Za-z0-9_]*\])*$")
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
 _DEFAULT_FPS = VideoRequest.model_fields["fps"].default
 
@@ -54,6 +55,8 @@ def nest_form_fields(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     multipart body) as the nested object a JSON body would have (`{"steps": {"sr1": "2"}}`)."""
     nested: dict[str, Any] = {}
     for name, value in items:
+        if not _FIELD_NAME.match(name):
+            raise InvalidRequest(name or None, f"malformed form field name {name!r}")
         head = name.split("[", 1)[0]
         path = [head, *_BRACKETS.findall(name[len(head) :])]
         if path[-1] == "":  # `tags[]=a&tags[]=b`: a list

@@ -114,3 +114,9 @@ def test_events_only_for_ended_jobs():
     event = video_event("abc", CANCELED)
     assert event["type"] == "video.failed" and event["object"] == "event" and event["data"] == {"id": "abc"}
     assert video_event("abc", SUCCEEDED)["type"] == "video.completed"
+
+
+@pytest.mark.parametrize("name", ["", "[]", "steps[", "steps]x[", "a b"])
+def test_malformed_form_field_names_are_invalid(name: str):
+    with pytest.raises(InvalidRequest):
+        nest_form_fields([(name, "1")])
