@@ -194,5 +194,14 @@ def up(port: int, host: str, data_dir: Path) -> None:
     raise SystemExit(run_up(host=host, port=port, data_dir=data_dir))
 
 
+@main.command(name="webhook-secret")
+def webhook_secret() -> None:
+    """Print a new Standard Webhooks secret for SHOW1_WEBHOOK_SECRET (whsec_ + base64 of 32 bytes)."""
+    import base64
+    import secrets
+
+    click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
 if __name__ == "__main__":
     main()

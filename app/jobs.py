@@ -118,14 +118,16 @@ class JobStore:
         return JobRecord({_text(k): json.loads(v) for k, v in raw.items()})
 
     def list_for_owner(
-        self, owner: str, *, status: str | None, offset: int, limit: int
+        self, owner: str, *, status: str | None, offset: int, limit: int, oldest_first: bool = False
     ) -> tuple[list[JobRecord], int | None]:
-        """Newest first; returns the page and the offset of the next one (None at the end)."""
+        """Newest first (or oldest first); returns the page and the offset of the next one (None at the
+        end)."""
         records: list[JobRecord] = []
         cursor = offset
         batch = max(limit * 2, 20)
+        read = self.redis.zrange if oldest_first else self.redis.zrevrange
         while len(records) < limit:
-            ids = self.redis.zrevrange(self.owner_index_key(owner), cursor, cursor + batch - 1)
+            ids = read(self.owner_index_key(owner), cursor, cursor + batch - 1)
             if not ids:
                 return records, None
             for position, job_id in enumerate(ids):
@@ -140,6 +142,11 @@ class JobStore:
                     return records, cursor + position + 1
             cursor += len(ids)
         return records, cursor
+
+    def position_for_owner(self, owner: str, job_id: str, *, oldest_first: bool = False) -> int | None:
+        """Where a job stands in its owner's list (the offset of the job after it is this plus one)."""
+        rank = self.redis.zrank if oldest_first else self.redis.zrevrank
+        return rank(self.owner_index_key(owner), job_id)
 
     def count_in_flight(self, owner: str) -> int:
         return int(self.redis.scard(self.in_flight_key(owner)))
@@ -187,6 +194,14 @@ class JobStore:
         pipe.sadd(self.active_key(QUEUED), job_id)
         pipe.execute()
         return JobRecord(record)
+
+    def delete(self, job_id: str, owner: str) -> None:
+        """Forget a job: its record and its place in the owner's list (finished jobs only: live ones are
+        also in the active and in-flight sets, which the status transitions keep)."""
+        pipe = self.redis.pipeline()
+        pipe.delete(self.record_key(job_id))
+        pipe.zrem(self.owner_index_key(owner), job_id)
+        pipe.execute()
 
     def transition(
         self,

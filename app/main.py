@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from app import metrics, openai_api
 from app.deps import Services
 from app.routes import ops, router
 from app.settings import Settings, get_settings
@@ -21,6 +21,9 @@ log = logging.getLogger("show1.api")
 DESCRIPTION = """
 Text-to-video with the Show-1 cascade (pixel keyframes, interpolation, pixel and latent
 super-resolution). POST a prompt, poll the job, download the MP4.
+
+The same jobs also speak OpenAI's Videos API under `/openai/v1` (use OpenAI's SDKs with
+`base_url=".../openai/v1"`).
 
 Authenticate with `Authorization: Bearer <API key>`.
 """
@@ -57,9 +60,11 @@ class BodySizeLimit:
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
-        )
+        message = f"request body larger than {self.max_bytes} bytes"
+        if scope["path"].startswith(openai_api.PREFIX + "/"):
+            response = openai_api.error_response(413, message)
+        else:
+            response = JSONResponse({"detail": message}, status_code=413)
         await response(scope, receive, send)
 
 
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = Services.from_settings(settings)
     app.include_router(router)
     app.include_router(ops)
+    openai_api.install(app)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature

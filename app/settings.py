@@ -5,6 +5,8 @@ Defaults make a single machine work with nothing configured: local Redis, local 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -86,12 +88,26 @@ class Settings(BaseSettings):
     )
 
     # Webhooks
-    webhook_secret: str = Field("", description="HMAC-SHA256 key signing webhook bodies; empty: unsigned.")
+    webhook_secret: str = Field(
+        "",
+        description="Standard Webhooks signing secret, `whsec_` + base64 of 24-64 random bytes "
+        "(`show1 webhook-secret` makes one); empty: deliveries unsigned.",
+    )
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one webhook delivery.")
     webhook_max_attempts: int = Field(6, ge=1, description="Deliveries tried before a webhook is dropped.")
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated hosts webhooks may target although they resolve to private addresses.",
+    )
+
+    # OpenAI-compatible face (/openai/v1)
+    openai_default_size: str = Field(
+        "1280x720", description="Output size (WxH) of an /openai/v1 video created without `size`."
+    )
+    openai_extra_sizes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated WxH sizes /openai/v1 accepts beyond the built-in ones; `*`: any "
+        "size the cascade can make (multiples of 8, 8 to 2048).",
     )
 
     # Logs
@@ -103,6 +119,28 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("openai_extra_sizes", mode="before")
+    @classmethod
+    def _split_sizes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [size.strip() for size in value.split(",") if size.strip()]
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: str) -> str:
+        # Refuse at startup what would otherwise fail at the first delivery, in a worker, silently.
+        if not value:
+            return value
+        encoded = value.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not value.startswith("whsec_") or not 24 <= len(key) <= 64:
+            raise ValueError("webhook_secret must be whsec_ followed by base64 of 24 to 64 bytes")
         return value
 
     @property

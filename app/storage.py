@@ -23,6 +23,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing one is not an error."""
+        ...
+
     def download_url(self, key: str) -> str | None:
         """A URL the client can fetch directly, or None when the API serves the bytes itself."""
         ...
@@ -60,6 +64,12 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(f"local storage delete failed: {error}") from error
 
     def file_path(self, key: str) -> Path:
         return self._path(key)
@@ -120,6 +130,12 @@ class S3Storage:
             raise StorageError(f"S3 lookup of {key} failed: {error}") from error
         return True
 
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 delete of {key} failed: {error}") from error
+
     def download_url(self, key: str) -> str | None:
         # Signing is local computation: it works even while the endpoint is down.
         return self.signer.generate_presigned_url(
@@ -155,3 +171,16 @@ def record_key(job_id: str) -> str:
 
 def preview_key(job_id: str) -> str:
     return f"videos/{job_id}.preview.png"
+
+
+def thumbnail_key(job_id: str) -> str:
+    return f"videos/{job_id}.thumbnail.jpg"
+
+
+def spritesheet_key(job_id: str) -> str:
+    return f"videos/{job_id}.spritesheet.jpg"
+
+
+def job_keys(job_id: str) -> tuple[str, ...]:
+    """Every file a job may have in storage: what deleting a job removes."""
+    return tuple(key(job_id) for key in (video_key, record_key, preview_key, thumbnail_key, spritesheet_key))

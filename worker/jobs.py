@@ -15,7 +15,15 @@ from PIL import Image
 
 from app.jobs import CANCELED, FAILED, SUCCEEDED, utc_now
 from app.logs import current_job_id
-from app.storage import StorageError, preview_key, record_key, video_key
+from app.openai_translate import video_event
+from app.storage import (
+    StorageError,
+    preview_key,
+    record_key,
+    spritesheet_key,
+    thumbnail_key,
+    video_key,
+)
 from app.views import render_job
 from worker import runtime
 from worker.reporting import JobProgress
@@ -24,6 +32,40 @@ log = logging.getLogger("show1.worker")
 T = TypeVar("T")
 
 UPLOAD_BACKOFF_SECONDS = (1, 2, 5, 10, 20, 30)
+SPRITE_FRAMES = 16  # at most this many frames, evenly spaced, first and last included
+SPRITE_COLUMNS = 4
+SPRITE_TILE_WIDTH = 256  # frames wider than this are scaled down to it in the sheet
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def thumbnail_jpeg(frames: np.ndarray) -> bytes:
+    """The last frame at full size: the picture a finished video settles on."""
+    return _jpeg(Image.fromarray(frames[-1]))
+
+
+def spritesheet_geometry(frame_count: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(tiles, columns, tile height, tile width) of a video's sprite sheet."""
+    tiles = min(frame_count, SPRITE_FRAMES)
+    tile_width = min(width, SPRITE_TILE_WIDTH)
+    tile_height = max(1, round(height * tile_width / width))
+    return tiles, min(tiles, SPRITE_COLUMNS), tile_height, tile_width
+
+
+def spritesheet_jpeg(frames: np.ndarray) -> bytes:
+    """Evenly spaced frames in a grid, row by row: for scrubbing previews."""
+    count, height, width, _ = frames.shape
+    tiles, columns, tile_height, tile_width = spritesheet_geometry(count, height, width)
+    rows = -(-tiles // columns)
+    sheet = Image.new("RGB", (columns * tile_width, rows * tile_height))
+    for tile, index in enumerate(np.linspace(0, count - 1, tiles).round().astype(int)):
+        image = Image.fromarray(frames[index]).resize((tile_width, tile_height), Image.Resampling.BILINEAR)
+        sheet.paste(image, ((tile % columns) * tile_width, (tile // columns) * tile_height))
+    return _jpeg(sheet)
 
 
 def generate_video(job_id: str) -> str:
@@ -84,6 +126,8 @@ def generate_video(job_id: str) -> str:
             "finished_at": utc_now(),
         }
         _upload(job_id, video_key(job_id), mp4, "video/mp4")
+        _upload(job_id, thumbnail_key(job_id), thumbnail_jpeg(result.frames), "image/jpeg")
+        _upload(job_id, spritesheet_key(job_id), spritesheet_jpeg(result.frames), "image/jpeg")
         _upload(job_id, record_key(job_id), json.dumps(document, indent=2).encode(), "application/json")
         finished = _with_redis_retries(
             lambda: rt.store.finish(
@@ -201,8 +245,15 @@ def _notify(job_id: str, event: str, only_if: str | None = None) -> None:
         record = rt.store.get(job_id)
         if record is None or not record["webhook_url"] or (only_if and not record[only_if]):
             return
-        payload = render_job(record, rt.storage, rt.settings.public_base_url).model_dump(mode="json")
-        rt.webhooks.schedule(record["webhook_url"], event, payload)
+        if record["api"] == "openai":
+            # Created through /openai/v1: OpenAI's event, which carries only the id (clients retrieve).
+            payload = video_event(job_id, record.status)
+            if payload is None:
+                return
+        else:
+            job = render_job(record, rt.storage, rt.settings.public_base_url).model_dump(mode="json")
+            payload = {"event": event, "job": job}
+        rt.webhooks.schedule(record["webhook_url"], payload)
     except redis.RedisError as error:
         # A webhook must never fail the job.
         log.warning("webhook %s not scheduled: %s", event, error)

@@ -1,49 +1,41 @@
-"""Webhook delivery: signed POSTs of the job object, retried with backoff, never failing the job.
+"""Webhook delivery: signed POSTs, retried with backoff, never failing the job.
 
 Deliveries wait in a Redis sorted set scored by their due time, so they survive a worker restart;
 every worker process runs a small sender thread that claims due deliveries (ZREM decides who).
 
-Receivers verify `X-Show1-Signature: t=<unix seconds>,v1=<hex>` where
-v1 = HMAC-SHA256(secret, f"{t}.{raw body}"), and should reject stale timestamps (replays).
+Signed per the Standard Webhooks specification (https://www.standardwebhooks.com), by the
+`standardwebhooks` package: headers `webhook-id` (the same on every retry of one delivery, so receivers
+can deduplicate), `webhook-timestamp` (unix seconds of this attempt) and `webhook-signature`
+(`v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">` keyed by the `whsec_` secret). Any Standard
+Webhooks library verifies them, and so does the OpenAI SDK's `client.webhooks.verify_signature`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 import redis
+from standardwebhooks import Webhook
 
 log = logging.getLogger("show1.webhooks")
 
-SIGNATURE_HEADER = "X-Show1-Signature"
 BACKOFF_SECONDS = (2, 10, 30, 120, 600, 1800)
 
 
-def sign(body: bytes, secret: str, timestamp: int) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify(
-    body: bytes, header: str, secret: str, tolerance_seconds: int = 300, now: float | None = None
-) -> bool:
-    """What a receiver runs: the signature matches and is recent."""
-    try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
-        return False
-    if abs((now or time.time()) - timestamp) > tolerance_seconds:
-        return False
-    return hmac.compare_digest(sign(body, secret, timestamp), header)
+def signed_headers(delivery_id: str, body: str, secret: str, now: float | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt; without a secret, the same headers unsigned."""
+    timestamp = datetime.fromtimestamp(int(now if now is not None else time.time()), tz=timezone.utc)
+    headers = {"webhook-id": delivery_id, "webhook-timestamp": str(int(timestamp.timestamp()))}
+    if secret:
+        headers["webhook-signature"] = Webhook(secret).sign(delivery_id, timestamp, body)
+    return headers
 
 
 class WebhookQueue:
@@ -55,9 +47,10 @@ class WebhookQueue:
     def _delivery_key(self, delivery_id: str) -> str:
         return f"{self.prefix}:webhook:{delivery_id}"
 
-    def schedule(self, url: str, event: str, payload: dict[str, Any]) -> str:
-        delivery_id = uuid.uuid4().hex
-        body = json.dumps({"event": event, "job": payload}, separators=(",", ":"))
+    def schedule(self, url: str, payload: dict[str, Any]) -> str:
+        """Queue one event for delivery; its id is the `webhook-id` of every attempt."""
+        delivery_id = f"msg_{uuid.uuid4().hex}"
+        body = json.dumps(payload, separators=(",", ":"))
         pipe = self.redis.pipeline()
         pipe.hset(self._delivery_key(delivery_id), mapping={"url": url, "body": body, "attempts": 0})
         pipe.expire(self._delivery_key(delivery_id), 7 * 24 * 3600)
@@ -77,13 +70,15 @@ class WebhookQueue:
         delivery = {k.decode(): v.decode() for k, v in self.redis.hgetall(key).items()}
         if not delivery:
             return False
-        body = delivery["body"].encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "show1-webhooks/1"}
-        if secret:
-            headers[SIGNATURE_HEADER] = sign(body, secret, int(time.time()))
+        body = delivery["body"]
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "show1-webhooks/2",
+            **signed_headers(delivery_id, body, secret),
+        }
         attempts = int(delivery["attempts"]) + 1
         try:
-            response = httpx.post(delivery["url"], content=body, headers=headers, timeout=timeout)
+            response = httpx.post(delivery["url"], content=body.encode(), headers=headers, timeout=timeout)
             delivered = response.status_code < 300
             reason = f"HTTP {response.status_code}"
         except httpx.HTTPError as error:

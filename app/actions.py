@@ -1,0 +1,213 @@
+"""What both API faces (`/v1` and `/openai/v1`) do to jobs: submit, cancel, delete, serve stored files.
+
+One implementation of the rules (limits, idempotency, cancellation), raising typed errors that each face
+maps to its own wire format; the routes only parse and translate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Response, status
+from fastapi.responses import FileResponse, RedirectResponse
+
+from app import metrics
+from app.deps import Services
+from app.jobs import ACTIVE, CANCELED, QUEUED, JobRecord, new_job_id
+from app.queue import enqueue_video, remove_queued
+from app.schemas import VideoRequest
+from app.settings import Settings
+from app.storage import LocalStorage, StorageError, job_keys
+from models.params import GenerationParams, StageGuidance, StageSteps
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+class ActionError(Exception):
+    """A request the rules refuse; `status_code` is the HTTP status both faces answer with."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidField(ActionError):
+    """A field's value is not acceptable; `loc` is where it was, as pydantic names locations."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+    def __init__(self, loc: tuple[str, ...], message: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.loc, self.value = loc, value
+
+
+class TooManyInFlight(ActionError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    retry_after_seconds = 30
+
+
+class IdempotencyInProgress(ActionError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class NotFound(ActionError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class WrongState(ActionError):
+    """The job exists but is not in a status that allows this (e.g. no video yet)."""
+
+    status_code = status.HTTP_409_CONFLICT
+
+
+@dataclass(frozen=True)
+class Submitted:
+    record: JobRecord
+    replayed: bool  # an earlier request with the same Idempotency-Key and body made this job
+
+
+def owned_record(services: Services, owner: str, job_id: str) -> JobRecord:
+    """The caller's job; another key's job is indistinguishable from a missing one."""
+    record = services.store.get(job_id)
+    if record is None or record["owner"] != owner:
+        raise NotFound(f"no video job {job_id}")
+    return record
+
+
+def submit(
+    services: Services,
+    owner: str,
+    body: VideoRequest,
+    idempotency_key: str | None,
+    extra_fields: dict[str, Any] | None = None,
+) -> Submitted:
+    """Check limits and idempotency, store the job record and enqueue it.
+
+    `extra_fields` go into the record beside the parameters (e.g. which face created the job, so
+    webhooks speak its language); they do not take part in the idempotency comparison.
+    """
+    settings = services.settings
+    if len(body.prompt) > settings.max_prompt_chars:
+        limit = settings.max_prompt_chars
+        raise InvalidField(("body", "prompt"), f"prompt is longer than {limit} characters")
+    if body.num_keyframes > settings.max_keyframes:
+        raise InvalidField(
+            ("body", "num_keyframes"), f"at most {settings.max_keyframes} keyframes", body.num_keyframes
+        )
+
+    body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    idempotency_slot = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        idempotency_slot = f"{settings.key_prefix}:idempotency:{owner}:{digest}"
+        replay = _replay(services, idempotency_slot, body_hash)
+        if replay is not None:
+            return Submitted(replay, replayed=True)
+
+    in_flight = services.store.count_in_flight(owner)
+    if in_flight >= settings.max_jobs_in_flight_per_key:
+        raise TooManyInFlight(
+            f"{in_flight} jobs queued or running for this key; "
+            f"the limit is {settings.max_jobs_in_flight_per_key}"
+        )
+
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**63)
+    params = _generation_params(body, seed, settings)
+    job_id = new_job_id()
+    if idempotency_slot is not None:
+        claim = json.dumps({"job_id": job_id, "body": body_hash})
+        if not services.redis.set(idempotency_slot, claim, nx=True, ex=IDEMPOTENCY_TTL_SECONDS):
+            replay = _replay(services, idempotency_slot, body_hash)
+            if replay is not None:
+                return Submitted(replay, replayed=True)
+            raise IdempotencyInProgress("a request with this Idempotency-Key is in progress")
+
+    record = services.store.create(
+        owner,
+        {
+            "params": params.to_dict(),
+            "webhook_url": str(body.webhook_url) if body.webhook_url else None,
+            "webhook_on_start": body.webhook_on_start,
+            **(extra_fields or {}),
+        },
+        job_id=job_id,
+    )
+    enqueue_video(services.queue, job_id, settings)
+    metrics.JOBS_SUBMITTED.inc()
+    return Submitted(record, replayed=False)
+
+
+def _generation_params(body: VideoRequest, seed: int, settings: Settings) -> GenerationParams:
+    try:
+        return GenerationParams(
+            prompt=body.prompt,
+            seed=seed,
+            negative_prompt=body.negative_prompt,
+            num_keyframes=body.num_keyframes,
+            keyframe_size=(body.keyframe_size.height, body.keyframe_size.width),
+            output_size=(body.output_size.height, body.output_size.width),
+            steps=StageSteps(**body.steps.model_dump()),
+            guidance=StageGuidance(**body.guidance.model_dump()),
+            fps=body.fps,
+            keyframe_dropout=body.keyframe_dropout or settings.keyframe_dropout,
+        )
+    except ValueError as error:
+        raise InvalidField(("body", "params"), str(error), body.model_dump(mode="json")) from error
+
+
+def _replay(services: Services, slot: str, body_hash: str) -> JobRecord | None:
+    stored = services.redis.get(slot)
+    if stored is None:
+        return None
+    claim = json.loads(stored)
+    if claim["body"] != body_hash:
+        raise InvalidField(
+            ("header", "idempotency-key"), "Idempotency-Key was already used with a different request body"
+        )
+    return services.store.get(claim["job_id"])
+
+
+def cancel(services: Services, record: JobRecord) -> JobRecord:
+    """Cancel a live job: a queued one at once, a running one between denoising steps (by its worker)."""
+    if record.status not in ACTIVE:
+        raise WrongState(f"job {record.id} already {record.status}")
+    services.store.request_cancel(record.id)
+    if record.status == QUEUED and remove_queued(services.queue, record.id):
+        services.store.finish(record.id, CANCELED)
+    return services.store.get(record.id) or record
+
+
+def delete(services: Services, record: JobRecord) -> bool:
+    """Cancel a live job, and forget a finished one: its record and its files.
+
+    Returns whether the record is gone; a running job's record stays until its worker stops it, so the
+    worker's last write lands on an existing record and the client can still see how it ended.
+    """
+    if record.status in ACTIVE:
+        record = cancel(services, record)
+    if record.status in ACTIVE:
+        return False
+    for key in job_keys(record.id):
+        # The record goes regardless; an orphaned file costs storage, not correctness.
+        with contextlib.suppress(StorageError):
+            services.storage.delete(key)
+    services.store.delete(record.id, record["owner"])
+    return True
+
+
+def stored_file(services: Services, key: str, media_type: str) -> Response:
+    """Local storage: the API streams the file; S3: a redirect to a presigned URL."""
+    if isinstance(services.storage, LocalStorage):
+        # A job made before a kind of file existed lacks it; S3 answers that itself, after the redirect
+        # (no lookup here, so downloads keep working while only presigning is possible).
+        if not services.storage.exists(key):
+            raise NotFound("this job has no such file (it may predate this kind of file)")
+        return FileResponse(services.storage.file_path(key), media_type=media_type)
+    return RedirectResponse(services.storage.download_url(key), status_code=status.HTTP_302_FOUND)
