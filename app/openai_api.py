@@ -51,6 +51,8 @@ _VARIANTS = {
 
 
 class OpenAIError(Exception):
+    """Answered as OpenAI's error object by the handler `install` registers."""
+
     def __init__(
         self,
         status_code: int,
@@ -84,7 +86,6 @@ def _from_action(error: actions.ActionError) -> OpenAIError:
     """The shared rules' errors in OpenAI's terms: their status codes kept, validation as 400."""
     if isinstance(error, actions.InvalidField):
         return OpenAIError(status.HTTP_400_BAD_REQUEST, error.message, param=param_name(error.loc[1:]))
-    headers = None
     if isinstance(error, actions.TooManyInFlight):
         headers = {"Retry-After": str(error.retry_after_seconds)}
         return OpenAIError(error.status_code, error.message, code="too_many_jobs_in_flight", headers=headers)

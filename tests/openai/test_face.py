@@ -65,3 +65,12 @@ def test_openapi_lists_the_openai_routes(client: TestClient):
         "/openai/v1/videos/{video_id}/content",
     } <= set(paths)
     assert "multipart/form-data" in paths["/openai/v1/videos"]["post"]["requestBody"]["content"]
+
+
+def test_in_flight_limit_is_429_with_retry_after(namespace: str, tmp_path: Path):
+    with make_client(namespace, tmp_path, max_jobs_in_flight_per_key=1) as client:
+        assert client.post("/openai/v1/videos", json={"prompt": "one"}, headers=AUTH).status_code == 200
+        refused = client.post("/openai/v1/videos", json={"prompt": "two"}, headers=AUTH)
+        error = assert_openai_error(refused, 429)
+        assert error["code"] == "too_many_jobs_in_flight" and error["type"] == "rate_limit_error"
+        assert refused.headers["retry-after"] == "30"
