@@ -24,9 +24,13 @@ STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELED)
 
-# KEYS[1]: the record. ARGV: job id, allowed current statuses (comma-separated), new status ("" keeps
-# it), TTL, key prefix, then field/value pairs. The status sets are derived here from the status read
-# inside the script, so they cannot go stale between a read and the write.
+# KEYS[1]: the record, KEYS[2]: its event stream. ARGV: job id, allowed current statuses
+# (comma-separated), new status ("" keeps it), TTL, key prefix, then field/value pairs. The status sets
+# are derived here from the status read inside the script, so they cannot go stale between a read and
+# the write. While a job runs its progress only grows (a retried attempt starts from zero again, and a
+# client must not see that). Every write appends one event to the stream, in the same step, so a
+# reader of the stream misses no change: "status" when the status changes, "preview" when the
+# keyframe preview appears, "progress" otherwise; its data is the changed fields as one JSON object.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
@@ -36,8 +40,18 @@ for status in string.gmatch(ARGV[2], '[^,]+') do
   if status == current then allowed = true end
 end
 if not allowed then return 0 end
-local id, new, prefix = ARGV[1], ARGV[3], ARGV[5]
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local id, new, ttl, prefix = ARGV[1], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local changed, event = {}, 'progress'
+for i = 6, #ARGV, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  if name == 'progress' and new == '' then
+    local old = redis.call('HGET', KEYS[1], 'progress')
+    if old and cjson.decode(old) > cjson.decode(value) then value = old end
+  end
+  if name == 'preview_url' then event = 'preview' end
+  redis.call('HSET', KEYS[1], name, value)
+  table.insert(changed, cjson.encode(name) .. ':' .. value)
+end
 if new ~= '' and new ~= current then
   local owner = cjson.decode(redis.call('HGET', KEYS[1], 'owner'))
   redis.call('HSET', KEYS[1], 'status', cjson.encode(new))
@@ -48,8 +62,13 @@ if new ~= '' and new ~= current then
     redis.call('SREM', prefix .. ':owner:' .. owner .. ':in-flight', id)
     redis.call('INCR', prefix .. ':finished:' .. new)
   end
+  event = 'status'
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+table.insert(changed, '"status":' .. redis.call('HGET', KEYS[1], 'status'))
+local data = '{' .. table.concat(changed, ',') .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'event', event, 'data', data)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
 return 1
 """
 
@@ -103,6 +122,12 @@ class JobStore:
 
     def in_flight_key(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:in-flight"
+
+    def events_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def workers_key(self) -> str:
+        return f"{self.prefix}:workers"
 
     def active_key(self, status: str) -> str:
         return f"{self.prefix}:active:{status}"
@@ -199,7 +224,7 @@ class JobStore:
         """Forget a job: its record and its place in the owner's list (finished jobs only: live ones are
         also in the active and in-flight sets, which the status transitions keep)."""
         pipe = self.redis.pipeline()
-        pipe.delete(self.record_key(job_id))
+        pipe.delete(self.record_key(job_id), self.events_key(job_id))
         pipe.zrem(self.owner_index_key(owner), job_id)
         pipe.execute()
 
@@ -215,7 +240,7 @@ class JobStore:
         args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds, self.prefix]
         for name, value in (fields or {}).items():
             args += [name, json.dumps(value)]
-        return self._transition(keys=[self.record_key(job_id)], args=args) == 1
+        return self._transition(keys=[self.record_key(job_id), self.events_key(job_id)], args=args) == 1
 
     def update_running(self, job_id: str, fields: Mapping[str, Any]) -> bool:
         """Progress writes: only while the job is still running (a cancel or crash may have ended it)."""
@@ -228,7 +253,7 @@ class JobStore:
         raw = self.redis.hget(self.record_key(job_id), "cancel_requested")
         return raw is not None and json.loads(raw) is True
 
-    def mark_running(self, job_id: str, worker: str) -> bool:
+    def mark_running(self, job_id: str, worker: str, eta_seconds: float | None = None) -> bool:
         """Start an attempt; a job left running by a lost worker may be started again."""
         record = self.get(job_id)
         if record is None:
@@ -242,9 +267,8 @@ class JobStore:
                 "attempts": int(record["attempts"] or 0) + 1,
                 "worker": worker,
                 "stage": None,
-                "progress": 0.0,
                 "stage_progress": {},
-                "eta_seconds": None,
+                "eta_seconds": eta_seconds,
             },
         )
 

@@ -25,6 +25,7 @@ from app.storage import (
     video_key,
 )
 from app.views import render_job
+from models.cost import stage_costs
 from worker import runtime
 from worker.reporting import JobProgress
 
@@ -87,17 +88,28 @@ def generate_video(job_id: str) -> str:
         if record["cancel_requested"]:
             rt.store.finish(job_id, CANCELED)
             return CANCELED
-        if not rt.store.mark_running(job_id, rt.name):
-            log.info("job is %s; not running it", record.status)
-            return record.status
-        _notify(job_id, "job.started", only_if="webhook_on_start")
-
         try:
             params = GenerationParams.from_dict(record["params"])
         except (TypeError, ValueError) as error:
-            return _fail(job_id, "invalid_parameters", str(error))
-        ticks = steps_per_stage(params)
-        progress = JobProgress(rt.store, job_id, ticks, rt.step_times, rt.settings.key_prefix)
+            params, invalid = None, str(error)
+        progress = None
+        if params is not None:
+            progress = JobProgress(
+                rt.store,
+                job_id,
+                steps_per_stage(params),
+                stage_costs(params),
+                rt.throughput,
+                rt.settings.key_prefix,
+            )
+        # The ETA from this worker's pace is there from the moment the job shows as running.
+        eta = progress.eta_seconds() if progress else None
+        if not rt.store.mark_running(job_id, rt.name, eta_seconds=eta):
+            log.info("job is %s; not running it", record.status)
+            return record.status
+        _notify(job_id, "job.started", only_if="webhook_on_start")
+        if progress is None:
+            return _fail(job_id, "invalid_parameters", invalid)
         started = time.monotonic()
         try:
             result = rt.cascade.generate(params, progress=progress, on_stage_output=_preview_uploader(job_id))

@@ -1,44 +1,77 @@
 """Progress of a running job: stage, step, overall progress and ETA, written to its record.
 
-Overall progress weighs each stage by its expected duration: the seconds per step this worker measured
-on earlier jobs, or, before it has any, the stage's share of the cascade's FLOPs (DESIGN.md).
+The ETA is the job's remaining cost (models/cost.py: PFLOP per stage from its sizes, frames and steps)
+times this worker's seconds per unit of cost: measured per stage on earlier jobs where it has them,
+else measured on the job so far, from its first step on. So the first progress write of the first
+job already carries an ETA, and every write refines it. Progress is the elapsed share of the expected
+time; it never goes back (the job store keeps the highest value written) and stays below 1 until the
+job has succeeded.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import redis
 
 from app.jobs import JobStore
 from app.metrics import stage_metrics_key
+from models.cost import stage_costs
 from models.errors import GenerationCancelled
 
 log = logging.getLogger("show1.worker")
 
-# PFLOP per video at the reference defaults, by stage (DESIGN.md): a prior for stage weights.
-FLOP_SHARE = {
-    "keyframes": 0.8,
-    "interpolation": 3.4,
-    "first_frame_sr": 0.3,
-    "pixel_sr": 24.1,
-    "latent_sr": 2.1,
-}
 WRITE_INTERVAL_SECONDS = 0.5
+# The record says "almost done" rather than done while the video is still being encoded and uploaded.
+MAX_RUNNING_PROGRESS = 0.99
 
 
-class StepTimes:
-    """Seconds per denoising step per stage, as measured by this worker (exponential average)."""
+class Throughput:
+    """Seconds per unit of cost, per stage, as this worker measured them (exponential average).
+
+    The warm-up run at start-up gives a first value for every stage; it is a small job, whose pace
+    overhead dominates, so the first real job's measurement replaces it rather than averaging with it.
+    """
 
     def __init__(self) -> None:
-        self.seconds_per_step: dict[str, float] = {}
+        self.seconds_per_unit: dict[str, float] = {}
+        self._from_warm_up: set[str] = set()
 
-    def record(self, stage: str, seconds_per_step: float) -> None:
-        previous = self.seconds_per_step.get(stage)
-        self.seconds_per_step[stage] = (
-            seconds_per_step if previous is None else 0.5 * previous + 0.5 * seconds_per_step
-        )
+    def record(self, stage: str, seconds: float, cost: float, *, warm_up: bool = False) -> None:
+        if cost <= 0 or seconds <= 0:
+            return
+        rate = seconds / cost
+        previous = self.seconds_per_unit.get(stage)
+        if previous is None or stage in self._from_warm_up:
+            self.seconds_per_unit[stage] = rate
+        else:
+            self.seconds_per_unit[stage] = 0.5 * previous + 0.5 * rate
+        if warm_up:
+            self._from_warm_up.add(stage)
+        else:
+            self._from_warm_up.discard(stage)
+
+
+def warm_up(cascade: Any, throughput: Throughput) -> float:
+    """One small generation at start-up: kernels compiled and caches filled before the first job, and a
+    first pace for every stage, so even the first job's ETA is a number. Returns its seconds."""
+    from models.params import DEMO_KEYFRAME_SIZE, DEMO_OUTPUT_SIZE, GenerationParams, StageSteps
+
+    params = GenerationParams(
+        prompt="warm-up",
+        seed=0,
+        num_keyframes=2,
+        keyframe_size=DEMO_KEYFRAME_SIZE,
+        output_size=DEMO_OUTPUT_SIZE,
+        steps=StageSteps(base=1, interp=1, sr1_image=1, sr1=1, sr2=2),
+        keyframe_dropout="off",
+    )
+    result = cascade.generate(params)
+    for stage, cost in stage_costs(params).items():
+        throughput.record(stage, result.timings[stage], cost, warm_up=True)
+    return sum(result.timings.values())
 
 
 class JobProgress:
@@ -49,24 +82,30 @@ class JobProgress:
         store: JobStore,
         job_id: str,
         steps_per_stage: dict[str, int],
-        step_times: StepTimes,
+        stage_costs: dict[str, float],
+        throughput: Throughput,
         prefix: str,
     ) -> None:
         self.store, self.job_id, self.prefix = store, job_id, prefix
         self.steps = steps_per_stage
-        self.step_times = step_times
+        self.costs = stage_costs
+        self.throughput = throughput
         self.done: dict[str, int] = {}
         self.stage: str | None = None
-        self.stage_started = 0.0
+        # The job starts now: text encoding and model moves count toward the first stage's steps.
+        self.started = self.stage_started = self.last_tick = time.monotonic()
         self.last_write = 0.0
+        self._written_stage: str | None = None
 
     def __call__(self, stage: str, step: int, total: int) -> None:
         now = time.monotonic()
         if stage != self.stage:
-            self.stage, self.stage_started = stage, now - 1e-9
+            # A stage starts where the previous one's last step ended, so its first step is timed too.
+            self.stage, self.stage_started = stage, self.last_tick
+        self.last_tick = now
         self.done[stage] = step
         if step == total:
-            self._stage_finished(stage, total, now - self.stage_started)
+            self._stage_finished(stage, now - self.stage_started)
         if stage != self._written_stage or step == total or now - self.last_write >= WRITE_INTERVAL_SECONDS:
             self.write(now)
             if self._cancel_requested():
@@ -80,10 +119,8 @@ class JobProgress:
             log.warning("cancel flag not read: %s", error)
             return False
 
-    _written_stage: str | None = None
-
-    def _stage_finished(self, stage: str, steps: int, seconds: float) -> None:
-        self.step_times.record(stage, seconds / steps)
+    def _stage_finished(self, stage: str, seconds: float) -> None:
+        self.throughput.record(stage, seconds, self.costs[stage])
         try:
             pipe = self.store.redis.pipeline()
             pipe.hincrbyfloat(stage_metrics_key(self.prefix, stage), "seconds", seconds)
@@ -92,37 +129,45 @@ class JobProgress:
         except redis.RedisError as error:
             log.warning("stage metrics not written: %s", error)
 
-    def _expected_seconds(self, stage: str) -> float | None:
-        per_step = self.step_times.seconds_per_step.get(stage)
-        return None if per_step is None else per_step * self.steps[stage]
+    def _fraction_done(self, stage: str) -> float:
+        return self.done.get(stage, 0) / self.steps[stage]
 
-    def progress(self) -> float:
-        weights = {stage: FLOP_SHARE[stage] for stage in self.steps}
-        if all(self._expected_seconds(stage) is not None for stage in self.steps):
-            weights = {stage: self._expected_seconds(stage) or 0.0 for stage in self.steps}
-        total = sum(weights.values()) or 1.0
-        done = sum(weights[stage] * self.done.get(stage, 0) / self.steps[stage] for stage in self.steps)
-        return min(done / total, 1.0)
-
-    def eta_seconds(self) -> float | None:
+    def eta_seconds(self, now: float | None = None) -> float:
+        """Seconds until the last stage ends, from the remaining cost of every stage."""
+        now = now or time.monotonic()
+        cost_done = sum(self.costs[stage] * self._fraction_done(stage) for stage in self.steps)
+        job_rate = (now - self.started) / cost_done if cost_done > 0 else 0.0
         remaining = 0.0
-        for stage, steps in self.steps.items():
-            per_step = self.step_times.seconds_per_step.get(stage)
-            if per_step is None:
-                return None
-            remaining += per_step * (steps - self.done.get(stage, 0))
+        for stage in self.steps:
+            left = self.costs[stage] * (1.0 - self._fraction_done(stage))
+            if left <= 0:
+                continue
+            if stage == self.stage and self.done.get(stage):
+                # The stage under way: its own pace on this job.
+                rate = (now - self.stage_started) / (self.costs[stage] * self._fraction_done(stage))
+            else:
+                rate = self.throughput.seconds_per_unit.get(stage, job_rate)
+            remaining += left * rate
         return round(remaining, 1)
 
+    def progress(self, now: float | None = None) -> float:
+        now = now or time.monotonic()
+        elapsed = now - self.started
+        eta = self.eta_seconds(now)
+        share = elapsed / (elapsed + eta) if elapsed + eta > 0 else 0.0
+        return min(share, MAX_RUNNING_PROGRESS)
+
     def write(self, now: float | None = None) -> None:
-        self.last_write = now or time.monotonic()
+        now = now or time.monotonic()
+        self.last_write = now
         self._written_stage = self.stage
         fields = {
             "stage": self.stage,
-            "progress": round(self.progress(), 4),
+            "progress": round(self.progress(now), 4),
             "stage_progress": {
                 stage: {"step": step, "total": self.steps[stage]} for stage, step in self.done.items()
             },
-            "eta_seconds": self.eta_seconds(),
+            "eta_seconds": self.eta_seconds(now),
         }
         try:
             self.store.update_running(self.job_id, fields)

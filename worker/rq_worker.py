@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -20,6 +21,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
+from app.estimates import announce_worker
 from app.settings import Settings
 from worker import runtime
 from worker.webhooks import WebhookSender
@@ -44,9 +46,16 @@ class Show1Worker(SimpleWorker):
             self.settings.webhook_max_attempts,
         )
         self._sender.start()
-        self._janitor = Janitor(self.queues, self.settings.heartbeat_seconds, self.settings.worker_alive_file)
+        self._janitor = Janitor(
+            self.queues, self.settings.heartbeat_seconds, self.settings.worker_alive_file, self._announce
+        )
         self._janitor.start()
         self._report_gpu_memory()
+
+    def _announce(self) -> None:
+        """This worker's entry in the registry the API reads for queued jobs' ETAs."""
+        rt = runtime.current()
+        announce_worker(rt.store, rt.name, rt.throughput.seconds_per_unit)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         # Short: the heartbeat thread renews it; a dead worker's job is found within about 3 beats.
@@ -95,15 +104,20 @@ class Janitor(threading.Thread):
     """Re-queues (or fails) jobs of workers that stopped heartbeating, every few seconds, and touches
     the alive file that a liveness probe checks."""
 
-    def __init__(self, queues: list[Queue], interval: float, alive_file: Path) -> None:
+    def __init__(
+        self, queues: list[Queue], interval: float, alive_file: Path, announce: Callable[[], None]
+    ) -> None:
         super().__init__(name="janitor", daemon=True)
         self.queues, self.interval, self.alive_file = queues, interval, alive_file
+        self.announce = announce
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        self._announce()
         while not self.stopped.wait(self.interval):
             with contextlib.suppress(OSError):
                 self.alive_file.touch()
+            self._announce()
             for queue in self.queues:
                 try:
                     # cleanup() runs failure callbacks under a timeout; SIGALRM works in the main thread only.
@@ -112,6 +126,12 @@ class Janitor(threading.Thread):
                     log.warning("janitor cannot reach Redis: %s", error)
                 except Exception:
                     log.exception("janitor failed on %s", queue.name)
+
+    def _announce(self) -> None:
+        try:
+            self.announce()
+        except redis.RedisError as error:
+            log.warning("worker not announced: %s", error)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> bool:

@@ -14,7 +14,7 @@ from app.jobs import JobStore
 from app.settings import Settings
 from app.storage import Storage, make_storage
 from models.weights import CHECKPOINT_FOLDERS
-from worker.reporting import StepTimes
+from worker.reporting import Throughput, warm_up
 from worker.webhooks import WebhookQueue
 
 log = logging.getLogger("show1.worker")
@@ -29,7 +29,7 @@ class WorkerRuntime:
     webhooks: WebhookQueue
     cascade: object  # models.Show1Cascade; typed loosely so this module imports without torch
     name: str
-    step_times: StepTimes = field(default_factory=StepTimes)
+    throughput: Throughput = field(default_factory=Throughput)
 
 
 _runtime: WorkerRuntime | None = None
@@ -79,6 +79,8 @@ def load_runtime(settings: Settings) -> WorkerRuntime:
         models_dir, device=settings.device or None, dtype=dtype, memory_mode=settings.memory_mode
     )
     log.info("cascade resident on %s (%s, %s)", cascade.device, cascade.dtype, cascade.memory_mode)
+    throughput = Throughput()
+    log.info("warm-up run done in %.1fs", warm_up(cascade, throughput))
     connection = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
     return WorkerRuntime(
         settings=settings,
@@ -87,5 +89,6 @@ def load_runtime(settings: Settings) -> WorkerRuntime:
         storage=make_storage(settings),
         webhooks=WebhookQueue(connection, settings.key_prefix),
         cascade=cascade,
+        throughput=throughput,
         name=f"{socket.gethostname()}-{os.getpid()}",
     )
