@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import redis
+import redis.asyncio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
@@ -25,6 +26,8 @@ class Services:
     store: JobStore
     queue: Queue
     storage: Storage
+    # For blocking stream reads (live events) without holding a thread per client.
+    async_redis: redis.asyncio.Redis
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -35,6 +38,10 @@ class Services:
             store=JobStore(connection, settings.key_prefix, settings.job_record_ttl_seconds),
             queue=video_queue(connection, settings),
             storage=make_storage(settings),
+            # Blocking stream reads wait up to app.events.BLOCK_MILLISECONDS; the timeout must outlast them.
+            async_redis=redis.asyncio.Redis.from_url(
+                settings.redis_url, socket_timeout=30, socket_connect_timeout=3
+            ),
         )
 
 

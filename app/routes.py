@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import actions, metrics
 from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep
+from app.estimates import queued_eta
+from app.events import InvalidEventId, check_event_id, job_events
 from app.jobs import QUEUED, SUCCEEDED, JobRecord
 from app.queue import queue_position
 from app.schemas import Job, JobList, Problem, VideoRequest
@@ -39,9 +44,16 @@ def _v1_error(error: actions.ActionError) -> Exception:
 
 
 def job_view(services: Services, record: JobRecord, request: Request) -> Job:
-    position = queue_position(services.queue, record.id) if record.status == QUEUED else None
+    """The job object for this request's client: queue position and ETA while queued."""
+    position = eta = None
+    if record.status == QUEUED:
+        position = queue_position(services.queue, record.id)
+        if position is not None:
+            ahead = services.queue.get_job_ids(0, position - 1) if position else []
+            heartbeat = services.settings.heartbeat_seconds
+            eta = queued_eta(services.store, ahead, record["params"], heartbeat)
     base = services.settings.public_base_url or str(request.base_url)
-    return render_job(record, services.storage, base, position)
+    return render_job(record, services.storage, base, position, eta)
 
 
 def _owned_record(services: Services, owner: str, job_id: str) -> JobRecord:
@@ -82,6 +94,47 @@ def create_video(
 @router.get("/videos/{job_id}", response_model=Job, responses=_ERRORS, summary="A job's status and result")
 def get_video(job_id: str, request: Request, services: ServicesDep, owner: RateLimitedOwnerDep) -> Job:
     return job_view(services, _owned_record(services, owner, job_id), request)
+
+
+def _stream_start(
+    job_id: str,
+    services: ServicesDep,
+    owner: RateLimitedOwnerDep,
+    last_event_id: Annotated[str | None, Header(description="Resume after this event id.")] = None,
+) -> tuple[JobRecord, str | None]:
+    """Checked before the stream starts: once it has, an error can no longer be an HTTP status."""
+    try:
+        check_event_id(last_event_id)
+    except InvalidEventId as error:
+        invalid = actions.InvalidField(("header", "last-event-id"), str(error), last_event_id)
+        raise _v1_error(invalid) from error
+    return _owned_record(services, owner, job_id), last_event_id
+
+
+@router.get(
+    "/videos/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        **_ERRORS,
+        200: {
+            "description": (
+                "Server-Sent Events: `snapshot` (the job), then `status`, `progress` and `preview` "
+                "(the changed fields), and `done` (the final job) before the stream ends. Reconnect "
+                "with `Last-Event-ID` to resume after the last event received."
+            )
+        },
+    },
+    summary="Live progress of a job",
+)
+async def video_events(
+    request: Request,
+    services: ServicesDep,
+    start: Annotated[tuple[JobRecord, str | None], Depends(_stream_start)],
+) -> AsyncIterable[ServerSentEvent]:
+    record, last_event_id = start
+    render = partial(job_view, services, request=request)
+    async for event in job_events(services.store, services.async_redis, record, render, last_event_id):
+        yield event
 
 
 @router.get("/videos", response_model=JobList, responses=_ERRORS, summary="Your jobs, newest first")
