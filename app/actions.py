@@ -23,7 +23,14 @@ from app.queue import enqueue_video, remove_queued
 from app.schemas import VideoRequest
 from app.settings import Settings
 from app.storage import LocalStorage, StorageError, job_keys
-from models.params import GenerationParams, StageGuidance, StageSteps
+from models.params import (
+    DEMO_KEYFRAME_SIZE,
+    DEMO_OUTPUT_SIZE,
+    DEMO_STEPS,
+    GenerationParams,
+    StageGuidance,
+    StageSteps,
+)
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -145,15 +152,25 @@ def submit(
 
 
 def _generation_params(body: VideoRequest, seed: int, settings: Settings) -> GenerationParams:
+    keyframe_size = (body.keyframe_size.height, body.keyframe_size.width)
+    output_size = (body.output_size.height, body.output_size.width)
+    steps = body.steps.model_dump()
+    if settings.demo_defaults:
+        # Only what the request left out: an explicit size or step count always wins.
+        given = body.model_fields_set
+        keyframe_size = keyframe_size if "keyframe_size" in given else DEMO_KEYFRAME_SIZE
+        output_size = output_size if "output_size" in given else DEMO_OUTPUT_SIZE
+        given_steps = body.steps.model_fields_set if "steps" in given else set()
+        steps = {name: steps[name] if name in given_steps else getattr(DEMO_STEPS, name) for name in steps}
     try:
         return GenerationParams(
             prompt=body.prompt,
             seed=seed,
             negative_prompt=body.negative_prompt,
             num_keyframes=body.num_keyframes,
-            keyframe_size=(body.keyframe_size.height, body.keyframe_size.width),
-            output_size=(body.output_size.height, body.output_size.width),
-            steps=StageSteps(**body.steps.model_dump()),
+            keyframe_size=keyframe_size,
+            output_size=output_size,
+            steps=StageSteps(**steps),
             guidance=StageGuidance(**body.guidance.model_dump()),
             fps=body.fps,
             keyframe_dropout=body.keyframe_dropout or settings.keyframe_dropout,

@@ -134,6 +134,13 @@ class GenerationParams:
         return cls(**values)
 
 
+# Where a request does not say otherwise, a service whose workers serve the tiny random-weights preset
+# (its videos are noise whatever the size) uses these: a whole video in a few seconds on 2 CPU cores.
+DEMO_KEYFRAME_SIZE = (16, 24)
+DEMO_OUTPUT_SIZE = (64, 112)
+DEMO_STEPS = StageSteps(base=2, interp=2, sr1_image=2, sr1=2, sr2=2)
+
+
 def _size_pair(name: str, value: Any) -> tuple[int, int]:
     pair = tuple(int(side) for side in value)
     if len(pair) != 2 or min(pair) < 1:

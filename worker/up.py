@@ -71,13 +71,14 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-def choose_models(settings: Settings) -> Path:
+def choose_models(settings: Settings) -> tuple[Path, bool]:
+    """The checkpoints to serve, and whether they are the tiny demo preset."""
     import torch
 
     from models.tiny import ensure_tiny_preset
 
     if has_real_checkpoints(settings.models_dir) and torch.cuda.is_available():
-        return Path(settings.models_dir)
+        return Path(settings.models_dir), False
     reason = "no GPU" if has_real_checkpoints(settings.models_dir) else "no checkpoints in SHOW1_MODELS_DIR"
     click.secho(
         f"\n  !! {reason}: serving the TINY RANDOM-WEIGHTS preset. Videos will be noise. !!\n"
@@ -87,7 +88,7 @@ def choose_models(settings: Settings) -> Path:
         bold=True,
         err=True,
     )
-    return ensure_tiny_preset()
+    return ensure_tiny_preset(), True
 
 
 def run_up(host: str, port: int, data_dir: Path) -> int:
@@ -116,7 +117,11 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
         if "SHOW1_STORAGE_BACKEND" not in env:
             env["SHOW1_STORAGE_BACKEND"] = "local"
             env["SHOW1_LOCAL_STORAGE_DIR"] = str((data_dir / "storage").resolve())
-        env["SHOW1_MODELS_DIR"] = str(choose_models(settings))
+        models_dir, demo = choose_models(settings)
+        env["SHOW1_MODELS_DIR"] = str(models_dir)
+        if demo:
+            # The preset's videos are noise at any size: small ones finish in seconds on a CPU.
+            env.setdefault("SHOW1_DEMO_DEFAULTS", "1")
         base_url = f"http://{host}:{port}"
         env.setdefault("SHOW1_PUBLIC_BASE_URL", base_url)
         python = sys.executable
@@ -125,8 +130,14 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
         )
         children.append(subprocess.Popen([python, "-m", "app.cli", "worker"], env=env))
         _wait_healthy(base_url, children)
+        demo_note = (
+            "  Demo defaults: requests that do not set them get 16x24 keyframes, a 64x112 video and\n"
+            "  2 steps per stage (SHOW1_DEMO_DEFAULTS); every job's `params` say what ran.\n"
+            if demo
+            else ""
+        )
         click.echo(
-            f"\nShow-1 is up at {base_url}  (API docs: {base_url}/docs)\n"
+            f"\nShow-1 is up at {base_url}  (API docs: {base_url}/docs)\n{demo_note}"
             f"  curl -s -X POST {base_url}/v1/videos -H 'Content-Type: application/json' "
             '-d \'{"prompt": "A panda taking a selfie"}\'\n'
             f"  curl -s {base_url}/v1/videos/<id>      # poll\n"

@@ -202,3 +202,17 @@ def test_keyframe_dropout_is_a_named_choice_with_a_service_default(namespace: st
     with make_client(namespace, tmp_path, keyframe_dropout="off") as client:
         job = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()
         assert job["params"]["keyframe_dropout"] == "off"
+
+
+def test_demo_defaults_fill_only_what_the_request_leaves_out(namespace: str, tmp_path: Path):
+    with make_client(namespace, tmp_path, demo_defaults=True) as client:
+        job = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()
+        assert job["params"]["keyframe_size"] == [16, 24] and job["params"]["output_size"] == [64, 112]
+        assert set(job["params"]["steps"].values()) == {2}
+        body = {"prompt": "a cat", "steps": {"sr1": 5}, "output_size": {"height": 320, "width": 576}}
+        explicit = client.post("/v1/videos", json=body, headers=AUTH).json()["params"]
+        assert explicit["steps"]["sr1"] == 5 and explicit["steps"]["base"] == 2
+        assert explicit["output_size"] == [320, 576] and explicit["keyframe_size"] == [16, 24]
+    with make_client(namespace, tmp_path) as client:
+        paper = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()["params"]
+        assert paper["keyframe_size"] == [40, 64] and paper["steps"]["sr1"] == 125
