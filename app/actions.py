@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from app import metrics
 from app.deps import Services
+from app.egress import EgressPolicy, ForbiddenTarget
 from app.jobs import ACTIVE, CANCELED, QUEUED, JobRecord, new_job_id
 from app.queue import enqueue_video, remove_queued
 from app.schemas import VideoRequest
@@ -108,6 +109,11 @@ def submit(
         raise InvalidField(
             ("body", "num_keyframes"), f"at most {settings.max_keyframes} keyframes", body.num_keyframes
         )
+    if body.webhook_url is not None:
+        try:
+            EgressPolicy.from_hosts(settings.webhook_allowed_hosts).check_url(str(body.webhook_url))
+        except ForbiddenTarget as error:
+            raise InvalidField(("body", "webhook_url"), str(error), str(body.webhook_url)) from error
 
     body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     idempotency_slot = None

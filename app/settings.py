@@ -97,7 +97,9 @@ class Settings(BaseSettings):
         description="Standard Webhooks signing secret, `whsec_` + base64 of 24-64 random bytes "
         "(`show1 webhook-secret` makes one); empty: deliveries unsigned.",
     )
-    webhook_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one webhook delivery.")
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, description="Deadline of one webhook delivery, connecting to the last byte."
+    )
     webhook_max_attempts: int = Field(6, ge=1, description="Deliveries tried before a webhook is dropped.")
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

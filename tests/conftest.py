@@ -110,6 +110,8 @@ def service_env(namespace: str, tiny_preset: Path, tmp_path: Path, **extra: str)
             "SHOW1_HEARTBEAT_SECONDS": "2",
             "SHOW1_RATE_LIMIT_PER_MINUTE": "100000",
             "SHOW1_MAX_JOBS_IN_FLIGHT_PER_KEY": "100",
+            # Webhook receivers in tests listen on loopback, which only an allowlist lets through.
+            "SHOW1_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
         }

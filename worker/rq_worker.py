@@ -21,6 +21,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
+from app.egress import EgressPolicy
 from app.estimates import announce_worker
 from app.settings import Settings
 from worker import runtime
@@ -44,6 +45,7 @@ class Show1Worker(SimpleWorker):
             self.settings.webhook_secret,
             self.settings.webhook_timeout_seconds,
             self.settings.webhook_max_attempts,
+            EgressPolicy.from_hosts(self.settings.webhook_allowed_hosts),
         )
         self._sender.start()
         self._janitor = Janitor(
