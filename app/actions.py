@@ -24,6 +24,7 @@ from app.queue import enqueue_video, remove_queued
 from app.schemas import VideoRequest
 from app.settings import Settings
 from app.storage import LocalStorage, StorageError, job_keys
+from models.cost import REFERENCE_COST, total_cost
 from models.params import (
     DEMO_KEYFRAME_SIZE,
     DEMO_OUTPUT_SIZE,
@@ -133,6 +134,7 @@ def submit(
 
     seed = body.seed if body.seed is not None else secrets.randbelow(2**63)
     params = _generation_params(body, seed, settings)
+    _check_cost(params, settings.max_job_cost)
     job_id = new_job_id()
     if idempotency_slot is not None:
         claim = json.dumps({"job_id": job_id, "body": body_hash})
@@ -183,6 +185,33 @@ def _generation_params(body: VideoRequest, seed: int, settings: Settings) -> Gen
         )
     except ValueError as error:
         raise InvalidField(("body", "params"), str(error), body.model_dump(mode="json")) from error
+
+
+def _check_cost(params: GenerationParams, max_cost: float) -> None:
+    """Refuse a job that costs more than `max_cost` paper-default videos, naming what drives its cost."""
+    cost = total_cost(params) / REFERENCE_COST
+    if cost <= max_cost:
+        return
+    paper = GenerationParams(prompt=params.prompt, seed=params.seed)
+    growth = {
+        ("body", "keyframe_size"): _area(params.keyframe_size) / _area(paper.keyframe_size),
+        ("body", "output_size"): _area(params.output_size) / _area(paper.output_size),
+        ("body", "num_keyframes"): params.num_keyframes / paper.num_keyframes,
+        **{
+            ("body", "steps", stage): getattr(params.steps, stage) / getattr(paper.steps, stage)
+            for stage in ("base", "interp", "sr1_image", "sr1", "sr2")
+        },
+    }
+    loc = max(growth, key=growth.__getitem__)
+    raise InvalidField(
+        loc,
+        f"this video would cost {cost:.1f} times a default video ({cost * REFERENCE_COST:.0f} PFLOP), "
+        f"over the limit of {max_cost:g}; {'.'.join(loc[1:])} grows it most ({growth[loc]:.1f}x the default)",
+    )
+
+
+def _area(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
 
 
 def _replay(services: Services, slot: str, body_hash: str) -> JobRecord | None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from models.params import KeyframeDropout, StageGuidance, StageSteps
+from models.params import KEYFRAME_MULTIPLE, KeyframeDropout, StageGuidance, StageSteps
 
 _STEPS = StageSteps()
 _GUIDANCE = StageGuidance()
@@ -71,7 +71,8 @@ class VideoRequest(BaseModel):
     )
     num_keyframes: int = Field(8, ge=2, description="Keyframes; the video has 4k-3 frames (8 -> 29).")
     keyframe_size: Size = Field(
-        default_factory=lambda: Size(height=40, width=64), description="Keyframe size; SR1 is 4x this."
+        default_factory=lambda: Size(height=40, width=64),
+        description="Keyframe size, sides multiples of 8; SR1 is 4x this.",
     )
     output_size: Size = Field(
         default_factory=lambda: Size(height=320, width=576),
@@ -96,6 +97,16 @@ class VideoRequest(BaseModel):
     def _prompt_has_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("prompt must contain non-whitespace text")
+        return value
+
+    @field_validator("keyframe_size")
+    @classmethod
+    def _unet_multiple(cls, value: Size) -> Size:
+        if value.height % KEYFRAME_MULTIPLE or value.width % KEYFRAME_MULTIPLE:
+            raise ValueError(
+                f"keyframe_size height and width must be multiples of {KEYFRAME_MULTIPLE} (the pixel UNets "
+                "halve them three times)"
+            )
         return value
 
     @field_validator("output_size")

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(1000, ge=1, description="Longest accepted prompt, in characters.")
     max_request_bytes: int = Field(16384, ge=1024, description="Largest accepted request body.")
     max_keyframes: int = Field(16, ge=2, description="Most keyframes a job may ask for (frames = 4k - 3).")
+    max_job_cost: float = Field(
+        4.0,
+        gt=0,
+        description="Most one job may cost, in paper-default videos (UNet FLOPs, models/cost.py).",
+    )
     demo_defaults: bool = Field(
         False,
         description="Requests that do not set them get demo sizes and steps (show1 up on the tiny preset).",

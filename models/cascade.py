@@ -92,6 +92,7 @@ class Show1Cascade:
         keep_stages: bool = False,
     ) -> GenerationResult:
         """Run the whole cascade. A `progress` callback may raise GenerationCancelled to stop it."""
+        self.check_sizes(params)
         run = _Run(steps_per_stage(params), self.device, progress, on_stage_output, keep_stages)
         with torch.inference_mode():
             with run.timed("text"):
@@ -120,6 +121,19 @@ class Show1Cascade:
             frames = to_uint8_frames(final)
             run.keep("final_uint8", torch.from_numpy(frames))
         return GenerationResult(frames=frames, timings=run.timings, stages=run.stages)
+
+    def check_sizes(self, params: GenerationParams) -> None:
+        """ValueError unless every UNet can take the sizes: each block after the first halves them."""
+        m = self.models
+        for name, unet, size in (
+            ("keyframe_size", m.base_unet, params.keyframe_size),
+            ("keyframe_size", m.interp_unet, params.keyframe_size),
+            ("keyframe_size (x4 for IF-II)", m.if_unet, params.sr1_size),
+            ("keyframe_size (x4 for sr1)", m.sr1_unet, params.sr1_size),
+        ):
+            factor = 2 ** (len(unet.config.block_out_channels) - 1)
+            if any(side % factor for side in size):
+                raise ValueError(f"{name} {size} must be a multiple of {factor} for these models")
 
     def _encode_prompts(self, params: GenerationParams) -> tuple[PromptEmbeddings, PromptEmbeddings]:
         m = self.models

@@ -18,6 +18,9 @@ FRAMES_BETWEEN_KEYFRAMES = 3
 SR1_SCALE = 4
 # The sr2 VAE downsamples by 8; other output sizes would be silently resized by the video processor.
 LATENT_SCALE = 8
+# The published pixel UNets halve keyframes three times (four blocks), and IF-II and sr1 see them 4x
+# larger through five blocks: keyframe sides that are not multiples of 8 break a skip connection.
+KEYFRAME_MULTIPLE = 8
 # How the keyframe stage treats the base UNet's dropout. "reference": as run_inference.py runs it, in
 # training mode (its pipeline's enable_model_cpu_offload() calls unet.train()), so the temporal
 # convolutions drop activations with p=0.1; the published samples were made that way. "off": eval mode,

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import redis
 from PIL import Image
+from rq.timeouts import JobTimeoutException
 
 from app.jobs import CANCELED, FAILED, SUCCEEDED, utc_now
 from app.logs import current_job_id
@@ -120,6 +121,10 @@ def generate_video(job_id: str) -> str:
             return CANCELED
         except ValueError as error:
             return _fail(job_id, "invalid_parameters", str(error))
+        except (MemoryError, JobTimeoutException, *_out_of_memory_errors()) as error:
+            # The same job would fail the same way on any retry: fail it now, for good.
+            log.warning("out of memory or time: %s", error)
+            return _fail(job_id, "resource_exhausted")
 
         _with_redis_retries(
             lambda: rt.store.update_running(job_id, {"stage": "encoding", "eta_seconds": None})
@@ -186,13 +191,32 @@ def on_job_failure(job: Any, connection: Any, exc_type: type, exc_value: BaseExc
     code = "worker_lost" if exc_type.__name__ == "AbandonedJobError" else "internal_error"
     if isinstance(exc_value, StorageError):
         code = "storage_unavailable"
-    if _fail(job_id, code, reason) == FAILED:
+    if _fail(job_id, code) == FAILED:
         log.error("job failed for good: %s", reason, extra={"job_id": job_id})
 
 
-def _fail(job_id: str, code: str, message: str) -> str:
+# What a client reads in `error.message`; the exceptions themselves stay in the worker's log.
+USER_MESSAGES = {
+    "invalid_parameters": "these parameters cannot be rendered: {detail}",
+    "resource_exhausted": (
+        "the video needs more memory or time than a worker has; ask for smaller sizes, fewer keyframes "
+        "or fewer steps"
+    ),
+    "storage_unavailable": "video storage was unavailable, also on retry; submit the job again later",
+    "worker_lost": "the worker rendering this video stopped, also on retry; submit the job again",
+    "internal_error": "an internal error stopped this video; it is logged under the job id",
+}
+
+
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (torch.OutOfMemoryError,)
+
+
+def _fail(job_id: str, code: str, detail: str = "") -> str:
     rt = runtime.current()
-    if rt.store.fail(job_id, code, message):
+    if rt.store.fail(job_id, code, USER_MESSAGES[code].format(detail=detail)):
         _notify(job_id, "job.failed")
         return FAILED
     record = rt.store.get(job_id)

@@ -216,3 +216,41 @@ def test_demo_defaults_fill_only_what_the_request_leaves_out(namespace: str, tmp
     with make_client(namespace, tmp_path) as client:
         paper = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()["params"]
         assert paper["keyframe_size"] == [40, 64] and paper["steps"]["sr1"] == 125
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        # 2.3 KB that would ask for ~3,000 default videos of compute.
+        (
+            {
+                "num_keyframes": 16,
+                "keyframe_size": {"height": 512, "width": 512},
+                "output_size": {"height": 2048, "width": 2048},
+                "steps": {"base": 200, "interp": 200, "sr1_image": 200, "sr1": 250, "sr2": 150},
+            },
+            ["body", "keyframe_size"],
+        ),
+        ({"steps": {"sr1": 250, "base": 200, "interp": 200}, "num_keyframes": 16}, ["body", "steps", "base"]),
+    ],
+)
+def test_a_job_over_the_cost_cap_is_refused_naming_what_drives_it(
+    client: TestClient, namespace: str, body: dict, loc: list[str]
+):
+    answer = client.post("/v1/videos", json={"prompt": "a cat", **body}, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"][0]
+    assert detail["loc"] == loc and "times a default video" in detail["msg"]
+    assert queued(namespace) == 0
+
+
+def test_the_paper_defaults_fit_under_the_cost_cap(client: TestClient):
+    assert client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).status_code == 202
+
+
+@pytest.mark.parametrize("size", [{"height": 17, "width": 24}, {"height": 16, "width": 23}])
+def test_keyframe_sizes_the_unets_cannot_take_are_refused(client: TestClient, namespace: str, size: dict):
+    answer = client.post("/v1/videos", json={"prompt": "a cat", "keyframe_size": size}, headers=AUTH)
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"][:2] == ["body", "keyframe_size"]
+    assert queued(namespace) == 0
