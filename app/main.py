@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics, openai_api
+from app import metrics, openai_api, web
 from app.deps import Services
 from app.routes import ops, router
 from app.settings import Settings, get_settings
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(ops)
     openai_api.install(app)
+    web.install(app)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature

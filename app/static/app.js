@@ -1,0 +1,276 @@
+// The Show-1 page: submit a prompt, follow the job's Server-Sent Events, show the preview and the video.
+// The event stream is read with fetch() so the API key travels in the Authorization header, never in a URL.
+"use strict";
+
+const STAGE_NAMES = {
+  keyframes: "Keyframes",
+  interpolation: "Interpolation",
+  first_frame_sr: "First frame SR",
+  pixel_sr: "Pixel SR",
+  latent_sr: "Latent SR",
+};
+const ACTIVE = new Set(["queued", "running"]);
+const $ = (id) => document.getElementById(id);
+
+const state = { stages: Object.keys(STAGE_NAMES), job: null, follow: null, objectUrls: {} };
+
+function headers(extra = {}) {
+  const key = $("api-key").value.trim();
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      const body = await response.json();
+      const detail = body.detail;
+      message = Array.isArray(detail)
+        ? detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ")
+        : detail || message;
+    } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+function numberOf(id) {
+  const value = $(id).value.trim();
+  return value === "" ? undefined : Number(value);
+}
+
+function requestBody() {
+  const body = { prompt: $("prompt").value };
+  const seed = numberOf("seed");
+  if (seed !== undefined) body.seed = seed;
+  const keyframes = numberOf("num-keyframes");
+  if (keyframes !== undefined) body.num_keyframes = keyframes;
+  const kh = numberOf("kf-height"), kw = numberOf("kf-width");
+  if (kh !== undefined && kw !== undefined) body.keyframe_size = { height: kh, width: kw };
+  const oh = numberOf("out-height"), ow = numberOf("out-width");
+  if (oh !== undefined && ow !== undefined) body.output_size = { height: oh, width: ow };
+  const steps = {};
+  for (const input of document.querySelectorAll("[data-step]")) {
+    const value = input.value.trim();
+    if (value !== "") steps[input.dataset.step] = Number(value);
+  }
+  if (Object.keys(steps).length) body.steps = steps;
+  return body;
+}
+
+async function submit(event) {
+  event.preventDefault();
+  $("form-error").textContent = "";
+  $("submit").disabled = true;
+  try {
+    const response = await api("/v1/videos", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(requestBody()),
+    });
+    follow(await response.json());
+    refreshRecent();
+  } catch (error) {
+    $("form-error").textContent = error.message;
+  } finally {
+    $("submit").disabled = false;
+  }
+}
+
+// One SSE frame per blank line; "event:", "id:" and "data:" fields; ":" lines are keep-alive comments.
+function parseFrames(buffer, onEvent) {
+  let end;
+  while ((end = buffer.indexOf("\n\n")) !== -1) {
+    const frame = { event: "message", id: null, data: [] };
+    for (const line of buffer.slice(0, end).split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon === -1 ? line : line.slice(0, colon);
+      const value = colon === -1 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "data") frame.data.push(value);
+      else if (field === "event") frame.event = value;
+      else if (field === "id") frame.id = value;
+    }
+    buffer = buffer.slice(end + 2);
+    if (frame.data.length) onEvent(frame.event, frame.id, JSON.parse(frame.data.join("\n")));
+  }
+  return buffer;
+}
+
+function follow(job) {
+  if (state.follow) state.follow.abort();
+  for (const url of Object.values(state.objectUrls)) URL.revokeObjectURL(url);
+  state.objectUrls = {};
+  state.job = job;
+  $("job").hidden = false;
+  $("preview-figure").hidden = true;
+  $("video-figure").hidden = true;
+  render();
+  const controller = new AbortController();
+  state.follow = controller;
+  streamEvents(job.id, controller.signal, null);
+}
+
+async function streamEvents(jobId, signal, lastEventId) {
+  let finished = false;
+  while (!finished && !signal.aborted) {
+    try {
+      const extra = { Accept: "text/event-stream" };
+      if (lastEventId) extra["Last-Event-ID"] = lastEventId;
+      const response = await api(`/v1/videos/${jobId}/events`, { headers: extra, signal });
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer = parseFrames(buffer + decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n"),
+          (event, id, data) => {
+            if (id) lastEventId = id;
+            if (event === "snapshot" || event === "done") state.job = data;
+            else state.job = { ...state.job, ...data };
+            render();
+            if (event === "done") {
+              finished = true;
+              refreshRecent();
+            }
+          });
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      $("status").textContent = `Connection lost (${error.message}); reconnecting`;
+    }
+    if (!finished && !signal.aborted) await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+function formatEta(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 60) return `about ${Math.max(1, Math.round(seconds))} s left`;
+  return `about ${Math.round(seconds / 60)} min left`;
+}
+
+function render() {
+  const job = state.job;
+  if (!job) return;
+  $("job-id").textContent = job.id;
+  const status = $("status");
+  status.className = job.status;
+  let text = job.status;
+  if (job.status === "queued" && job.queue_position !== null && job.queue_position !== undefined) {
+    text += ` (position ${job.queue_position + 1})`;
+  }
+  if (ACTIVE.has(job.status)) {
+    text += ` · ${Math.round((job.progress || 0) * 100)}%`;
+    const eta = formatEta(job.eta_seconds);
+    if (eta) text += ` · ${eta}`;
+  }
+  if (job.error) text += ` · ${job.error.message}`;
+  status.textContent = text;
+
+  const list = $("stages");
+  list.replaceChildren(...state.stages.map((stage) => {
+    const progress = (job.stage_progress || {})[stage];
+    const item = document.createElement("li");
+    item.dataset.stage = stage;
+    if (job.stage === stage && ACTIVE.has(job.status)) item.classList.add("current");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.id = `stage-${stage}`;
+    name.textContent = STAGE_NAMES[stage] || stage;
+    const bar = document.createElement("progress");
+    bar.setAttribute("aria-labelledby", name.id);
+    const done = job.status === "succeeded";
+    bar.max = progress ? progress.total : 1;
+    bar.value = done ? bar.max : progress ? progress.step : 0;
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = progress ? `${done ? progress.total : progress.step}/${progress.total}` : "–";
+    item.append(name, bar, count);
+    return item;
+  }));
+
+  $("cancel").hidden = !ACTIVE.has(job.status);
+  if (job.preview_url && !state.objectUrls.preview) showPreview(job);
+  if (job.status === "succeeded" && job.result && !state.objectUrls.video) showVideo(job);
+}
+
+async function blobUrl(name, url) {
+  state.objectUrls[name] = "pending";
+  const response = await api(url);
+  state.objectUrls[name] = URL.createObjectURL(await response.blob());
+  return state.objectUrls[name];
+}
+
+async function showPreview(job) {
+  try {
+    $("preview").src = await blobUrl("preview", job.preview_url);
+    $("preview-figure").hidden = false;
+  } catch (error) {
+    delete state.objectUrls.preview;
+  }
+}
+
+async function showVideo(job) {
+  try {
+    const url = await blobUrl("video", job.result.url);
+    const video = $("video");
+    video.src = url;
+    $("download").href = url;
+    $("download").download = `show1-${job.id}.mp4`;
+    $("video-figure").hidden = false;
+  } catch (error) {
+    delete state.objectUrls.video;
+    $("status").textContent += ` · video not loaded: ${error.message}`;
+  }
+}
+
+async function cancel() {
+  if (!state.job) return;
+  try {
+    await api(`/v1/videos/${state.job.id}`, { method: "DELETE" });
+  } catch (error) {
+    $("status").textContent += ` · ${error.message}`;
+  }
+  refreshRecent();
+}
+
+async function refreshRecent() {
+  try {
+    const page = await (await api("/v1/videos?limit=10")).json();
+    $("recent").replaceChildren(...page.items.map((job) => {
+      const item = document.createElement("li");
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = job.status;
+      const prompt = document.createElement("span");
+      prompt.className = "prompt";
+      prompt.textContent = job.params.prompt;
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "secondary";
+      open.textContent = "Open";
+      open.setAttribute("aria-label", `Open video: ${job.params.prompt}`);
+      open.addEventListener("click", () => follow(job));
+      item.append(badge, prompt, open);
+      return item;
+    }));
+  } catch (error) {
+    $("recent").replaceChildren(Object.assign(document.createElement("li"), { textContent: error.message }));
+  }
+}
+
+async function start() {
+  const config = await (await fetch("/ui/config")).json();
+  state.stages = config.stages;
+  $("key-row").hidden = !config.auth_required;
+  $("demo-note").hidden = !config.demo_defaults;
+  $("create").addEventListener("submit", submit);
+  $("cancel").addEventListener("click", cancel);
+  $("refresh").addEventListener("click", refreshRecent);
+  $("api-key").addEventListener("change", refreshRecent);
+  if (!config.auth_required) refreshRecent();
+}
+
+start();

@@ -1,0 +1,121 @@
+"""The page at `/` in a real browser (Debian's Chromium, driven by Playwright) against `show1 up`:
+submit, live stage bars, the keyframe preview, the video playing, cancel; screenshots at two widths.
+
+Screenshots go to SHOW1_SCREENSHOTS_DIR when set (the README's come from docs/screenshots that way),
+else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port, service_env, wait_for
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def service(tiny_preset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("page")
+    port = free_port()
+    env = service_env("unused", tiny_preset, tmp)
+    for name in ("SHOW1_QUEUE_NAME", "SHOW1_MODELS_DIR", "SHOW1_LOCAL_STORAGE_DIR"):
+        env.pop(name)
+    env["SHOW1_KEY_PREFIX"] = f"page{port}"
+    env["SHOW1_CACHE_DIR"] = str(tiny_preset.parent)
+    log = tmp / "up.log"
+    command = [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp / "var")]
+    up = subprocess.Popen(command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"Show-1 is up" in log.read_bytes(), 120, "show1 up to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # Root in a container: Chromium's sandbox needs user namespaces it does not have here.
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SHOW1_SCREENSHOTS_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def counts(page: object) -> list[int]:
+    """Steps done per stage bar, as the page shows them."""
+    return page.eval_on_selector_all("#stages progress", "bars => bars.map(bar => bar.value)")
+
+
+def test_a_video_from_the_page(service: str, browser: object, shots: Path) -> None:
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(service)
+    assert page.get_by_label("Prompt").is_visible()
+    assert not page.locator("#key-row").is_visible(), "show1 up runs without keys: no key field"
+    page.get_by_label("Prompt").fill("A panda taking a selfie")
+    page.get_by_label("Seed").fill("7")
+    page.locator("summary").click()
+    page.locator("#steps-sr1").fill("12")  # long enough to watch the bars move
+    page.get_by_role("button", name="Generate").click()
+
+    page.wait_for_selector("#status:text-matches('running')", timeout=60_000)
+    seen = [counts(page)]
+    wait_for(lambda: seen.append(counts(page)) or seen[-1][3] > 0, 60, "pixel SR to move", interval=0.1)
+    wait_for(lambda: seen.append(counts(page)) or seen[-1][3] > seen[-2][3], 60, "it to go on", interval=0.1)
+    page.wait_for_function("document.getElementById('preview').naturalWidth > 0", timeout=60_000)
+    page.screenshot(path=str(shots / "desktop-running.png"), full_page=True)
+    assert any(sum(after) > sum(before) for before, after in zip(seen, seen[1:], strict=False))
+
+    page.wait_for_function(
+        "(v => v.readyState >= 2 && v.duration > 0)(document.getElementById('video'))", timeout=120_000
+    )
+    assert "succeeded" in page.locator("#status").inner_text()
+    assert page.locator("#download").get_attribute("download").endswith(".mp4")
+    page.screenshot(path=str(shots / "desktop-done.png"), full_page=True)
+    assert page.locator("#recent li").count() >= 1
+    page.close()
+
+
+def test_the_page_at_phone_width_and_cancel(service: str, browser: object, shots: Path) -> None:
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.goto(service)
+    page.get_by_label("Prompt").fill("A lighthouse in a storm")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(
+        "(v => v.readyState >= 2 && v.duration > 0)(document.getElementById('video'))", timeout=120_000
+    )
+    page.screenshot(path=str(shots / "phone-done.png"), full_page=True)
+
+    page.get_by_label("Prompt").fill("A very long video to cancel")
+    page.locator("summary").click()
+    page.locator("#steps-sr1").fill("60")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#status:text-matches('running')", timeout=60_000)
+    wait_for(lambda: sum(counts(page)) > 0, 60, "the job to make progress", interval=0.1)
+    page.screenshot(path=str(shots / "phone-running.png"), full_page=True)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.wait_for_selector("#status:text-matches('canceled')", timeout=60_000)
+    assert not page.locator("#cancel").is_visible()
+    page.close()
