@@ -55,22 +55,42 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from SHOW1_API_KE
 
 
 def get_owner(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The caller's identity (a hash of its key); 401 unless the key is configured."""
+    """The caller's identity (a hash of its key); 401 unless the key is configured.
+
+    Failed attempts are counted per client address: past SHOW1_AUTH_FAILURES_PER_MINUTE, that address
+    gets 429 for the rest of the minute, whatever key it tries, so keys cannot be guessed at speed.
+    """
     if not services.settings.auth_enabled:
         return owner_of(None)
+    client = request.client.host if request.client else "unknown"
+    failures_key = f"{services.settings.key_prefix}:auth-failures:{client}:{int(time.time() // 60)}"
+    limit = services.settings.auth_failures_per_minute
+    if int(services.redis.get(failures_key) or 0) >= limit:
+        raise _too_many(f"more than {limit} failed authentications from this address this minute")
+    problem = None
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"}
-        )
-    presented = credentials.credentials.encode()
-    if not any(secrets.compare_digest(presented, key.encode()) for key in services.settings.api_keys):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"}
-        )
+        problem = "missing bearer API key"
+    else:
+        presented = credentials.credentials.encode()
+        if not any(secrets.compare_digest(presented, key.encode()) for key in services.settings.api_keys):
+            problem = "unknown API key"
+    if problem is not None:
+        pipe = services.redis.pipeline()
+        pipe.incr(failures_key)
+        pipe.expire(failures_key, 120)
+        pipe.execute()
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, problem, headers={"WWW-Authenticate": "Bearer"})
     return owner_of(credentials.credentials)
+
+
+def _too_many(message: str) -> HTTPException:
+    retry_after = max(60 - int(time.time() % 60), 1)
+    headers = {"Retry-After": str(retry_after)}
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, message, headers=headers)
 
 
 OwnerDep = Annotated[str, Depends(get_owner)]
@@ -85,12 +105,8 @@ def enforce_rate_limit(services: ServicesDep, owner: OwnerDep) -> str:
     pipe.expire(key, 120)
     count, _ = pipe.execute()
     if count > services.settings.rate_limit_per_minute:
-        retry_after = 60 - int(time.time() % 60)
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"rate limit of {services.settings.rate_limit_per_minute} requests per minute exceeded",
-            headers={"Retry-After": str(max(retry_after, 1))},
-        )
+        limit = services.settings.rate_limit_per_minute
+        raise _too_many(f"rate limit of {limit} requests per minute exceeded")
     return owner
 
 

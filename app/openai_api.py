@@ -254,7 +254,7 @@ def delete_video(video_id: str, services: ServicesDep, owner: RateLimitedOwnerDe
 def download_content(
     video_id: str,
     services: ServicesDep,
-    owner: OwnerDep,
+    owner: RateLimitedOwnerDep,
     variant: Annotated[Literal["video", "thumbnail", "spritesheet"], Query()] = "video",
 ) -> Response:
     record = _owned(services, owner, video_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable
 from functools import partial
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import actions, metrics
-from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep
+from app.deps import RateLimitedOwnerDep, Services, ServicesDep
 from app.estimates import queued_eta
 from app.events import InvalidEventId, check_event_id, job_events
 from app.jobs import QUEUED, SUCCEEDED, JobRecord
@@ -21,6 +22,7 @@ from app.schemas import Job, JobList, Problem, VideoRequest
 from app.storage import StorageError, preview_key, video_key
 from app.views import render_job
 
+log = logging.getLogger("show1.api")
 router = APIRouter(prefix="/v1", tags=["videos"])
 ops = APIRouter(tags=["operations"])
 
@@ -189,7 +191,7 @@ def cancel_video(job_id: str, request: Request, services: ServicesDep, owner: Ra
     response_class=Response,
     summary="Download the MP4",
 )
-def video_content(job_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
+def video_content(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep) -> Response:
     record = _owned_record(services, owner, job_id)
     if record.status != SUCCEEDED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {record.status}, not succeeded")
@@ -207,7 +209,7 @@ def video_content(job_id: str, services: ServicesDep, owner: OwnerDep) -> Respon
     response_class=Response,
     summary="Keyframe preview, available once the keyframes exist",
 )
-def video_preview(job_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
+def video_preview(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep) -> Response:
     record = _owned_record(services, owner, job_id)
     if not record["preview_url"]:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has no keyframes yet")
@@ -228,17 +230,20 @@ def healthz() -> dict[str, str]:
 
 @ops.get("/readyz", summary="Redis and storage are reachable", responses={503: {"model": Problem}})
 def readyz(services: ServicesDep) -> JSONResponse:
-    problems = {}
+    """Up or down per dependency, for anyone; why (addresses included) only in the log."""
+    down = {}
     try:
         services.redis.ping()
-    except Exception as error:  # noqa: BLE001 - any failure means not ready, and says why
-        problems["redis"] = str(error)
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        down["redis"] = error
     try:
         services.storage.ping()
     except StorageError as error:
-        problems["storage"] = str(error)
-    if problems:
-        return JSONResponse({"status": "unavailable", "detail": problems}, status_code=503)
+        down["storage"] = error
+    for name, error in down.items():
+        log.warning("not ready: %s: %s", name, error)
+    if down:
+        return JSONResponse({"status": "unavailable", "detail": dict.fromkeys(down, "down")}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

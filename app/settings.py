@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         "", description="Base URL clients reach the API at (for Location headers); empty: from the request."
     )
     rate_limit_per_minute: int = Field(600, ge=1, description="Requests per minute allowed per API key.")
+    auth_failures_per_minute: int = Field(
+        30, ge=1, description="Failed authentications per client address per minute before 429."
+    )
     max_jobs_in_flight_per_key: int = Field(4, ge=1, description="Queued plus running jobs per API key.")
     max_prompt_chars: int = Field(1000, ge=1, description="Longest accepted prompt, in characters.")
     max_request_bytes: int = Field(16384, ge=1024, description="Largest accepted request body.")

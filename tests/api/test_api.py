@@ -166,10 +166,11 @@ def test_operations_endpoints(client: TestClient):
     assert 'show1_http_requests_total{method="POST",route="/v1/videos",status="202"}' in text
 
 
-def test_readyz_names_what_is_down(namespace: str, tmp_path: Path):
+def test_readyz_says_what_is_down_without_addresses(namespace: str, tmp_path: Path):
     with make_client(namespace, tmp_path, redis_url="redis://127.0.0.1:1/0") as client:
         response = client.get("/readyz")
-    assert response.status_code == 503 and "redis" in response.json()["detail"]
+    assert response.status_code == 503 and response.json()["detail"] == {"redis": "down"}
+    assert "127.0.0.1" not in response.text
 
 
 def test_openapi_is_complete_with_examples(client: TestClient):
@@ -254,3 +255,20 @@ def test_keyframe_sizes_the_unets_cannot_take_are_refused(client: TestClient, na
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"][:2] == ["body", "keyframe_size"]
     assert queued(namespace) == 0
+
+
+def test_failed_authentication_is_rate_limited_per_address(namespace: str, tmp_path: Path):
+    with make_client(namespace, tmp_path, auth_failures_per_minute=3) as client:
+        wrong = {"Authorization": "Bearer guess"}
+        assert [client.get("/v1/videos", headers=wrong).status_code for _ in range(3)] == [401] * 3
+        blocked = client.get("/v1/videos", headers=wrong)
+        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+        # The right key from the same address waits too: guessing must not go on beside it.
+        assert client.get("/v1/videos", headers=AUTH).status_code == 429
+
+
+def test_downloads_count_against_the_rate_limit(namespace: str, tmp_path: Path):
+    with make_client(namespace, tmp_path, rate_limit_per_minute=2) as client:
+        job = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()
+        assert client.get(f"/v1/videos/{job['id']}/content", headers=AUTH).status_code == 409
+        assert client.get(f"/v1/videos/{job['id']}/preview", headers=AUTH).status_code == 429
