@@ -24,6 +24,7 @@ from app.queue import enqueue_video, remove_queued
 from app.schemas import VideoRequest
 from app.settings import Settings
 from app.storage import LocalStorage, StorageError, job_keys
+from app.webhooks import notify
 from models.cost import REFERENCE_COST, total_cost
 from models.params import (
     DEMO_KEYFRAME_SIZE,
@@ -231,8 +232,10 @@ def cancel(services: Services, record: JobRecord) -> JobRecord:
     if record.status not in ACTIVE:
         raise WrongState(f"job {record.id} already {record.status}")
     services.store.request_cancel(record.id)
-    if record.status == QUEUED and remove_queued(services.queue, record.id):
-        services.store.finish(record.id, CANCELED)
+    removed = record.status == QUEUED and remove_queued(services.queue, record.id)
+    if removed and services.store.finish(record.id, CANCELED):
+        base_url = services.settings.public_base_url
+        notify(services.webhooks, services.store, services.storage, base_url, record.id, "job.canceled")
     return services.store.get(record.id) or record
 
 

@@ -17,6 +17,7 @@ from app.jobs import JobStore, owner_of
 from app.queue import video_queue
 from app.settings import Settings
 from app.storage import Storage, make_storage
+from app.webhooks import WebhookOutbox
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Services:
     store: JobStore
     queue: Queue
     storage: Storage
+    webhooks: WebhookOutbox
     # For blocking stream reads (live events) without holding a thread per client.
     async_redis: redis.asyncio.Redis
 
@@ -38,6 +40,7 @@ class Services:
             store=JobStore(connection, settings.key_prefix, settings.job_record_ttl_seconds),
             queue=video_queue(connection, settings),
             storage=make_storage(settings),
+            webhooks=WebhookOutbox(connection, settings.key_prefix),
             # Blocking stream reads wait up to app.events.BLOCK_MILLISECONDS; the timeout must outlast them.
             async_redis=redis.asyncio.Redis.from_url(
                 settings.redis_url, socket_timeout=30, socket_connect_timeout=3

@@ -25,7 +25,8 @@ ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELED)
 
 # KEYS[1]: the record, KEYS[2]: its event stream. ARGV: job id, allowed current statuses
-# (comma-separated), new status ("" keeps it), TTL, key prefix, then field/value pairs. The status sets
+# (comma-separated), new status ("" keeps it), TTL, key prefix, "1" when a requested cancel must win
+# over this write (publishing a video), then field/value pairs. The status sets
 # are derived here from the status read inside the script, so they cannot go stale between a read and
 # the write. While a job runs its progress only grows (a retried attempt starts from zero again, and a
 # client must not see that). Every write appends one event to the stream, in the same step, so a
@@ -40,9 +41,10 @@ for status in string.gmatch(ARGV[2], '[^,]+') do
   if status == current then allowed = true end
 end
 if not allowed then return 0 end
+if ARGV[6] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 0 end
 local id, new, ttl, prefix = ARGV[1], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local changed, event = {}, 'progress'
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   if name == 'progress' and new == '' then
     local old = redis.call('HGET', KEYS[1], 'progress')
@@ -235,9 +237,12 @@ class JobStore:
         allowed: Iterable[str],
         to: str | None = None,
         fields: Mapping[str, Any] | None = None,
+        unless_canceled: bool = False,
     ) -> bool:
-        """Set `fields` (and move to status `to`) only if the job's status is in `allowed`."""
+        """Set `fields` (and move to status `to`) only if the job's status is in `allowed` (and, with
+        `unless_canceled`, no cancel was requested)."""
         args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds, self.prefix]
+        args.append("1" if unless_canceled else "0")
         for name, value in (fields or {}).items():
             args += [name, json.dumps(value)]
         return self._transition(keys=[self.record_key(job_id), self.events_key(job_id)], args=args) == 1
@@ -281,7 +286,10 @@ class JobStore:
         extra = {"finished_at": utc_now(), "eta_seconds": None, **(fields or {})}
         if status == SUCCEEDED:
             extra["progress"] = 1.0
-        return self.transition(job_id, allowed=ACTIVE, to=status, fields=extra)
+        # A cancel accepted before the video is published wins: the client was told "cancel requested".
+        return self.transition(
+            job_id, allowed=ACTIVE, to=status, fields=extra, unless_canceled=status == SUCCEEDED
+        )
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         return self.finish(job_id, FAILED, {"error": {"code": code, "message": message}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -14,18 +15,18 @@ import redis
 from PIL import Image
 from rq.timeouts import JobTimeoutException
 
-from app.jobs import CANCELED, FAILED, SUCCEEDED, utc_now
+from app.jobs import CANCELED, FAILED, RUNNING, SUCCEEDED, utc_now
 from app.logs import current_job_id
-from app.openai_translate import video_event
 from app.storage import (
     StorageError,
+    job_keys,
     preview_key,
     record_key,
     spritesheet_key,
     thumbnail_key,
     video_key,
 )
-from app.views import render_job
+from app.webhooks import notify
 from models.cost import stage_costs
 from worker import runtime
 from worker.reporting import JobProgress
@@ -87,7 +88,8 @@ def generate_video(job_id: str) -> str:
             log.warning("job record gone (expired?); nothing to do")
             return "missing"
         if record["cancel_requested"]:
-            rt.store.finish(job_id, CANCELED)
+            if rt.store.finish(job_id, CANCELED):
+                _notify(job_id, "job.canceled")
             return CANCELED
         try:
             params = GenerationParams.from_dict(record["params"])
@@ -165,12 +167,26 @@ def generate_video(job_id: str) -> str:
             )
         )
         if not finished:
-            # Canceled while encoding: the cancel wins, the uploaded files stay as orphans of no record.
-            return rt.store.get(job_id).status
+            return _cancel_before_publish(job_id)
         _notify(job_id, "job.succeeded")
         return SUCCEEDED
     finally:
         current_job_id.reset(token)
+
+
+def _cancel_before_publish(job_id: str) -> str:
+    """A cancel that came while the video was encoded or uploaded wins: no video, a canceled job."""
+    rt = runtime.current()
+    record = rt.store.get(job_id)
+    if record is None or record.status != RUNNING:
+        return record.status if record else "missing"
+    if rt.store.finish(job_id, CANCELED):
+        log.info("canceled before the video was published; its files are removed")
+        for key in job_keys(job_id):
+            with contextlib.suppress(StorageError):
+                rt.storage.delete(key)
+        _notify(job_id, "job.canceled")
+    return CANCELED
 
 
 def on_job_failure(job: Any, connection: Any, exc_type: type, exc_value: BaseException, tb: Any) -> None:
@@ -277,19 +293,4 @@ def _preview_uploader(job_id: str) -> Callable[[str, Any], None]:
 
 def _notify(job_id: str, event: str, only_if: str | None = None) -> None:
     rt = runtime.current()
-    try:
-        record = rt.store.get(job_id)
-        if record is None or not record["webhook_url"] or (only_if and not record[only_if]):
-            return
-        if record["api"] == "openai":
-            # Created through /openai/v1: OpenAI's event, which carries only the id (clients retrieve).
-            payload = video_event(job_id, record.status)
-            if payload is None:
-                return
-        else:
-            job = render_job(record, rt.storage, rt.settings.public_base_url).model_dump(mode="json")
-            payload = {"event": event, "job": job}
-        rt.webhooks.schedule(record["webhook_url"], payload)
-    except redis.RedisError as error:
-        # A webhook must never fail the job.
-        log.warning("webhook %s not scheduled: %s", event, error)
+    notify(rt.webhooks, rt.store, rt.storage, rt.settings.public_base_url, job_id, event, only_if)

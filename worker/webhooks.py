@@ -19,13 +19,10 @@ Webhooks library verifies them, and so does the OpenAI SDK's `client.webhooks.ve
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
-import uuid
 from datetime import datetime, timezone
-from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -33,6 +30,7 @@ import redis
 from standardwebhooks import Webhook
 
 from app.egress import EgressPolicy, ForbiddenTarget, GuardedTransport
+from app.webhooks import WebhookOutbox
 
 log = logging.getLogger("show1.webhooks")
 
@@ -59,25 +57,8 @@ def signed_headers(delivery_id: str, body: str, secret: str, now: float | None =
     return headers
 
 
-class WebhookQueue:
-    def __init__(self, connection: redis.Redis, prefix: str) -> None:
-        self.redis = connection
-        self.due_key = f"{prefix}:webhooks:due"
-        self.prefix = prefix
-
-    def _delivery_key(self, delivery_id: str) -> str:
-        return f"{self.prefix}:webhook:{delivery_id}"
-
-    def schedule(self, url: str, payload: dict[str, Any]) -> str:
-        """Queue one event for delivery; its id is the `webhook-id` of every attempt."""
-        delivery_id = f"msg_{uuid.uuid4().hex}"
-        body = json.dumps(payload, separators=(",", ":"))
-        pipe = self.redis.pipeline()
-        pipe.hset(self._delivery_key(delivery_id), mapping={"url": url, "body": body, "attempts": 0})
-        pipe.expire(self._delivery_key(delivery_id), 7 * 24 * 3600)
-        pipe.zadd(self.due_key, {delivery_id: time.time()})
-        pipe.execute()
-        return delivery_id
+class WebhookQueue(WebhookOutbox):
+    """The outbox as the workers' senders see it: leasing, delivering, rescheduling."""
 
     def lease_due(self, limit: int, lease_seconds: float) -> list[str]:
         """Take up to `limit` due deliveries for `lease_seconds`; each is due again after that."""
@@ -94,7 +75,7 @@ class WebhookQueue:
         max_attempts: int,
     ) -> bool:
         """One attempt at a leased delivery; reschedules it with backoff or drops it on failure."""
-        key = self._delivery_key(delivery_id)
+        key = self.delivery_key(delivery_id)
         delivery = {_text(k): _text(v) for k, v in self.redis.hgetall(key).items()}
         if not delivery:
             self.redis.zrem(self.due_key, delivery_id)
@@ -140,7 +121,7 @@ class WebhookQueue:
 
     def _forget(self, delivery_id: str) -> None:
         pipe = self.redis.pipeline()
-        pipe.delete(self._delivery_key(delivery_id))
+        pipe.delete(self.delivery_key(delivery_id))
         pipe.zrem(self.due_key, delivery_id)
         pipe.execute()
 

@@ -173,3 +173,14 @@ def test_a_dripping_receiver_delays_nobody(namespace: str, receivers: list[Recei
     finally:
         thread.stopped.set()
         thread.join(5)
+
+
+def test_canceling_a_queued_job_emits_its_event(namespace: str, tmp_path: Path) -> None:
+    with make_client(namespace, tmp_path, webhook_allowed_hosts="127.0.0.1") as client:
+        body = {"prompt": "a cat", "webhook_url": "http://127.0.0.1:9/hook"}
+        job = client.post("/v1/videos", json=body, headers=AUTH).json()
+        assert client.delete(f"/v1/videos/{job['id']}", headers=AUTH).json()["status"] == "canceled"
+    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), namespace)
+    (delivery,) = queue.redis.zrange(queue.due_key, 0, -1)
+    payload = json.loads(queue.redis.hget(queue.delivery_key(delivery.decode()), "body"))
+    assert payload["event"] == "job.canceled" and payload["job"]["id"] == job["id"]
