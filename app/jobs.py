@@ -24,14 +24,17 @@ STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELED)
 
-# KEYS[1]: the record, KEYS[2]: its event stream. ARGV: job id, allowed current statuses
-# (comma-separated), new status ("" keeps it), TTL, key prefix, "1" when a requested cancel must win
-# over this write (publishing a video), then field/value pairs. The status sets
-# are derived here from the status read inside the script, so they cannot go stale between a read and
-# the write. While a job runs its progress only grows (a retried attempt starts from zero again, and a
-# client must not see that). Every write appends one event to the stream, in the same step, so a
-# reader of the stream misses no change: "status" when the status changes, "preview" when the
-# keyframe preview appears, "progress" otherwise; its data is the changed fields as one JSON object.
+# Every key the script touches comes in KEYS, in the order JobStore.transition_keys builds them: the
+# record, its event stream, the owner's in-flight set, then per status (STATUSES order) the owner's
+# index of its jobs in that status, the set of active jobs in that status and the counter of jobs
+# that ended in it. ARGV: job id, allowed current statuses (comma-separated), new status ("" keeps it),
+# TTL, "1" when a requested cancel must win over this write (publishing a video), the statuses in
+# STATUSES order, then field/value pairs. The status sets are derived here from the status read inside
+# the script, so they cannot go stale between a read and the write. While a job runs its progress only
+# grows (a retried attempt starts from zero again, and a client must not see that). Every write appends
+# one event to the stream in the same step, so a reader of the stream misses no change: "status" when
+# the status changes, "preview" when the keyframe preview appears, "progress" otherwise; its data is
+# the changed fields as one JSON object.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
@@ -41,8 +44,10 @@ for status in string.gmatch(ARGV[2], '[^,]+') do
   if status == current then allowed = true end
 end
 if not allowed then return 0 end
-if ARGV[6] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 0 end
-local id, new, ttl, prefix = ARGV[1], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 0 end
+local id, new, ttl = ARGV[1], ARGV[3], tonumber(ARGV[4])
+local slot, count = {}, 0
+for status in string.gmatch(ARGV[6], '[^,]+') do slot[status] = 3 + 3 * count; count = count + 1 end
 local changed, event = {}, 'progress'
 for i = 7, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
@@ -55,14 +60,18 @@ for i = 7, #ARGV, 2 do
   table.insert(changed, cjson.encode(name) .. ':' .. value)
 end
 if new ~= '' and new ~= current then
-  local owner = cjson.decode(redis.call('HGET', KEYS[1], 'owner'))
+  local from, to = slot[current], slot[new]
   redis.call('HSET', KEYS[1], 'status', cjson.encode(new))
-  redis.call('SREM', prefix .. ':active:' .. current, id)
+  local since = redis.call('ZSCORE', KEYS[from + 1], id) or redis.call('TIME')[1]
+  redis.call('ZREM', KEYS[from + 1], id)
+  redis.call('ZADD', KEYS[to + 1], since, id)
+  redis.call('EXPIRE', KEYS[to + 1], ttl)
+  redis.call('SREM', KEYS[from + 2], id)
   if new == 'queued' or new == 'running' then
-    redis.call('SADD', prefix .. ':active:' .. new, id)
+    redis.call('SADD', KEYS[to + 2], id)
   else
-    redis.call('SREM', prefix .. ':owner:' .. owner .. ':in-flight', id)
-    redis.call('INCR', prefix .. ':finished:' .. new)
+    redis.call('SREM', KEYS[3], id)
+    redis.call('INCR', KEYS[to + 3])
   end
   event = 'status'
 end
@@ -122,6 +131,10 @@ class JobStore:
     def owner_index_key(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:jobs"
 
+    def owner_status_key(self, owner: str, status: str) -> str:
+        """The owner's jobs now in `status`, scored by creation time: filtered lists read only these."""
+        return f"{self.prefix}:owner:{owner}:jobs:{status}"
+
     def in_flight_key(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:in-flight"
 
@@ -148,27 +161,24 @@ class JobStore:
         self, owner: str, *, status: str | None, offset: int, limit: int, oldest_first: bool = False
     ) -> tuple[list[JobRecord], int | None]:
         """Newest first (or oldest first); returns the page and the offset of the next one (None at the
-        end)."""
-        records: list[JobRecord] = []
-        cursor = offset
-        batch = max(limit * 2, 20)
+        end). A status filter reads that status's index, so a page costs two round trips however long
+        the owner's history is."""
+        index = self.owner_index_key(owner) if status is None else self.owner_status_key(owner, status)
         read = self.redis.zrange if oldest_first else self.redis.zrevrange
-        while len(records) < limit:
-            ids = read(self.owner_index_key(owner), cursor, cursor + batch - 1)
-            if not ids:
-                return records, None
-            for position, job_id in enumerate(ids):
-                record = self.get(_text(job_id))
-                if record is None:
-                    # Its record expired: drop it from the index as we go.
-                    self.redis.zrem(self.owner_index_key(owner), job_id)
-                    continue
-                if status is None or record.status == status:
-                    records.append(record)
-                if len(records) == limit:
-                    return records, cursor + position + 1
-            cursor += len(ids)
-        return records, cursor
+        ids = [_text(job_id) for job_id in read(index, offset, offset + limit)]
+        pipe = self.redis.pipeline()
+        for job_id in ids[:limit]:
+            pipe.hgetall(self.record_key(job_id))
+        records, expired = [], []
+        for job_id, raw in zip(ids, pipe.execute(), strict=False):
+            if raw:
+                records.append(JobRecord({_text(k): json.loads(v) for k, v in raw.items()}))
+            else:
+                expired.append(job_id)
+        if expired:
+            # Records outlived by their index entries (record TTL): dropped as they are met.
+            self.redis.zrem(index, *expired)
+        return records, (offset + limit if len(ids) > limit else None)
 
     def position_for_owner(self, owner: str, job_id: str, *, oldest_first: bool = False) -> int | None:
         """Where a job stands in its owner's list (the offset of the job after it is this plus one)."""
@@ -215,8 +225,10 @@ class JobStore:
         pipe = self.redis.pipeline()
         pipe.hset(self.record_key(job_id), mapping={k: json.dumps(v) for k, v in record.items()})
         pipe.expire(self.record_key(job_id), self.ttl_seconds)
-        pipe.zadd(self.owner_index_key(owner), {job_id: time.time()})
-        pipe.expire(self.owner_index_key(owner), self.ttl_seconds)
+        now = time.time()
+        for index in (self.owner_index_key(owner), self.owner_status_key(owner, QUEUED)):
+            pipe.zadd(index, {job_id: now})
+            pipe.expire(index, self.ttl_seconds)
         pipe.sadd(self.in_flight_key(owner), job_id)
         pipe.sadd(self.active_key(QUEUED), job_id)
         pipe.execute()
@@ -228,7 +240,16 @@ class JobStore:
         pipe = self.redis.pipeline()
         pipe.delete(self.record_key(job_id), self.events_key(job_id))
         pipe.zrem(self.owner_index_key(owner), job_id)
+        for status in STATUSES:
+            pipe.zrem(self.owner_status_key(owner, status), job_id)
         pipe.execute()
+
+    def transition_keys(self, job_id: str, owner: str) -> list[str]:
+        keys = [self.record_key(job_id), self.events_key(job_id), self.in_flight_key(owner)]
+        for status in STATUSES:
+            keys += [self.owner_status_key(owner, status), self.active_key(status)]
+            keys.append(self.finished_counter_key(status))
+        return keys
 
     def transition(
         self,
@@ -241,11 +262,15 @@ class JobStore:
     ) -> bool:
         """Set `fields` (and move to status `to`) only if the job's status is in `allowed` (and, with
         `unless_canceled`, no cancel was requested)."""
-        args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds, self.prefix]
-        args.append("1" if unless_canceled else "0")
+        owner = self.redis.hget(self.record_key(job_id), "owner")
+        if owner is None:
+            return False
+        args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds]
+        args += ["1" if unless_canceled else "0", ",".join(STATUSES)]
         for name, value in (fields or {}).items():
             args += [name, json.dumps(value)]
-        return self._transition(keys=[self.record_key(job_id), self.events_key(job_id)], args=args) == 1
+        keys = self.transition_keys(job_id, json.loads(owner))
+        return self._transition(keys=keys, args=args) == 1
 
     def update_running(self, job_id: str, fields: Mapping[str, Any]) -> bool:
         """Progress writes: only while the job is still running (a cancel or crash may have ended it)."""

@@ -43,3 +43,34 @@ def test_every_write_is_an_event(redis_connection: redis.Redis, namespace: str) 
     assert events[0][1]["status"] == RUNNING and events[0][1]["eta_seconds"] == 12.0
     assert events[2][1]["progress"] == 0.3
     assert events[-1][1]["status"] == SUCCEEDED and events[-1][1]["progress"] == 1.0
+
+
+class CountingRedis(redis.Redis):
+    """Counts round trips: one per command, one per pipeline."""
+
+    round_trips = 0
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        CountingRedis.round_trips += 1
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: object = None) -> redis.client.Pipeline:
+        CountingRedis.round_trips += 1
+        return super().pipeline(transaction, shard_hint)
+
+
+def test_a_filtered_page_of_a_long_history_reads_only_the_page(namespace: str) -> None:
+    from tests.conftest import REDIS_URL
+
+    connection = CountingRedis.from_url(REDIS_URL)
+    store = JobStore(connection, namespace, 3600)
+    ids = [store.create("busy", {"params": {}}).id for _ in range(20_000)]
+    for job_id in ids[::400]:  # 50 of them fail
+        store.fail(job_id, "internal_error", "x")
+    CountingRedis.round_trips = 0
+    page, cursor = store.list_for_owner("busy", status="failed", offset=0, limit=20)
+    assert len(page) == 20 and all(record.status == "failed" for record in page)
+    assert [record.id for record in page] == ids[::400][::-1][:20]  # newest first
+    assert CountingRedis.round_trips <= 3
+    rest, end = store.list_for_owner("busy", status="failed", offset=cursor, limit=100)
+    assert len(rest) == 30 and end is None
