@@ -291,7 +291,7 @@ def delete(services: Services, record: JobRecord) -> bool:
         record = cancel(services, record)
     if record.status in ACTIVE:
         return False
-    for key in job_keys(record.id):
+    for key in job_keys(record.id, int(record["attempts"] or 0)):
         # The record goes regardless; an orphaned file costs storage, not correctness.
         with contextlib.suppress(StorageError):
             services.storage.delete(key)

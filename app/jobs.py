@@ -29,12 +29,13 @@ TERMINAL = (SUCCEEDED, FAILED, CANCELED)
 # index of its jobs in that status, the set of active jobs in that status and the counter of jobs
 # that ended in it. ARGV: job id, allowed current statuses (comma-separated), new status ("" keeps it),
 # TTL, "1" when a requested cancel must win over this write (publishing a video), the statuses in
-# STATUSES order, then field/value pairs. The status sets are derived here from the status read inside
-# the script, so they cannot go stale between a read and the write. While a job runs its progress only
-# grows (a retried attempt starts from zero again, and a client must not see that). Every write appends
-# one event to the stream in the same step, so a reader of the stream misses no change: "status" when
-# the status changes, "preview" when the keyframe preview appears, "progress" otherwise; its data is
-# the changed fields as one JSON object.
+# STATUSES order, the attempt that must hold the job ("" for any: its fencing token), "1" to start a
+# new attempt (the script then returns its number), then field/value pairs. The status sets are
+# derived here from the status read inside the script, so they cannot go stale between a read and the
+# write. While a job runs its progress only grows (a retried attempt starts from zero again, and a
+# client must not see that). Every write appends one event to the stream in the same step, so a reader
+# of the stream misses no change: "status" when the status changes, "preview" when the keyframe
+# preview appears, "progress" otherwise; its data is the changed fields as one JSON object.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
@@ -45,11 +46,14 @@ for status in string.gmatch(ARGV[2], '[^,]+') do
 end
 if not allowed then return 0 end
 if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 0 end
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[7] then return 0 end
 local id, new, ttl = ARGV[1], ARGV[3], tonumber(ARGV[4])
+local result = 1
+if ARGV[8] == '1' then result = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 local slot, count = {}, 0
 for status in string.gmatch(ARGV[6], '[^,]+') do slot[status] = 3 + 3 * count; count = count + 1 end
 local changed, event = {}, 'progress'
-for i = 7, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   if name == 'progress' and new == '' then
     local old = redis.call('HGET', KEYS[1], 'progress')
@@ -80,7 +84,7 @@ local data = '{' .. table.concat(changed, ',') .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'event', event, 'data', data)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return 1
+return result
 """
 
 
@@ -181,6 +185,15 @@ class JobRecord:
     @property
     def status(self) -> str:
         return self.fields["status"]
+
+    @property
+    def published_attempt(self) -> int:
+        """The attempt whose files are the job's result (app/storage.py)."""
+        return int(self.fields.get("published_attempt") or 1)
+
+    @property
+    def preview_attempt(self) -> int:
+        return int(self.fields.get("preview_attempt") or 1)
 
 
 class JobStore:
@@ -395,42 +408,46 @@ class JobStore:
         to: str | None = None,
         fields: Mapping[str, Any] | None = None,
         unless_canceled: bool = False,
-    ) -> bool:
-        """Set `fields` (and move to status `to`) only if the job's status is in `allowed` (and, with
-        `unless_canceled`, no cancel was requested)."""
+        attempt: int | None = None,
+        new_attempt: bool = False,
+    ) -> int:
+        """Set `fields` (and move to status `to`) only if the job's status is in `allowed`, no cancel
+        was requested (with `unless_canceled`) and `attempt` still holds the job (when given): an
+        attempt another one has replaced writes nothing. Returns 0 when refused, else 1, or with
+        `new_attempt` the number of the attempt it started (the fencing token of that attempt)."""
         owner = self.redis.hget(self.record_key(job_id), "owner")
         if owner is None:
             return False
         args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds]
         args += ["1" if unless_canceled else "0", ",".join(STATUSES)]
+        args += ["" if attempt is None else str(attempt), "1" if new_attempt else "0"]
         for name, value in (fields or {}).items():
             args += [name, json.dumps(value)]
         keys = self.transition_keys(job_id, json.loads(owner))
-        return self._transition(keys=keys, args=args) == 1
+        return max(int(self._transition(keys=keys, args=args)), 0)
 
-    def update_running(self, job_id: str, fields: Mapping[str, Any]) -> bool:
-        """Progress writes: only while the job is still running (a cancel or crash may have ended it)."""
-        return self.transition(job_id, allowed=[RUNNING], fields=fields)
+    def update_running(self, job_id: str, fields: Mapping[str, Any], attempt: int | None = None) -> bool:
+        """Progress writes: only while the job is still running (a cancel or crash may have ended it),
+        and only by the attempt that holds it."""
+        return bool(self.transition(job_id, allowed=[RUNNING], fields=fields, attempt=attempt))
 
     def request_cancel(self, job_id: str) -> bool:
-        return self.transition(job_id, allowed=ACTIVE, fields={"cancel_requested": True})
+        return bool(self.transition(job_id, allowed=ACTIVE, fields={"cancel_requested": True}))
 
     def cancel_requested(self, job_id: str) -> bool:
         raw = self.redis.hget(self.record_key(job_id), "cancel_requested")
         return raw is not None and json.loads(raw) is True
 
-    def mark_running(self, job_id: str, worker: str, eta_seconds: float | None = None) -> bool:
-        """Start an attempt; a job left running by a lost worker may be started again."""
-        record = self.get(job_id)
-        if record is None:
-            return False
+    def claim(self, job_id: str, worker: str, eta_seconds: float | None = None) -> int:
+        """Start an attempt at a queued job (or at one left running by a lost worker); returns the
+        attempt's number, its fencing token for every later write, or 0 when the job is not startable."""
         return self.transition(
             job_id,
             allowed=ACTIVE,
             to=RUNNING,
+            new_attempt=True,
             fields={
                 "started_at": utc_now(),
-                "attempts": int(record["attempts"] or 0) + 1,
                 "worker": worker,
                 "stage": None,
                 "stage_progress": {},
@@ -439,21 +456,30 @@ class JobStore:
         )
 
     def requeue(self, job_id: str, reason: str) -> bool:
-        return self.transition(job_id, allowed=ACTIVE, to=QUEUED, fields={"last_error": reason})
+        return bool(self.transition(job_id, allowed=ACTIVE, to=QUEUED, fields={"last_error": reason}))
 
-    def finish(self, job_id: str, status: str, fields: Mapping[str, Any] | None = None) -> bool:
+    def finish(
+        self, job_id: str, status: str, fields: Mapping[str, Any] | None = None, attempt: int | None = None
+    ) -> bool:
         if status not in TERMINAL:
             raise ValueError(f"{status} is not a terminal status")
         extra = {"finished_at": utc_now(), "eta_seconds": None, **(fields or {})}
         if status == SUCCEEDED:
             extra["progress"] = 1.0
         # A cancel accepted before the video is published wins: the client was told "cancel requested".
-        return self.transition(
-            job_id, allowed=ACTIVE, to=status, fields=extra, unless_canceled=status == SUCCEEDED
+        return bool(
+            self.transition(
+                job_id,
+                allowed=ACTIVE,
+                to=status,
+                fields=extra,
+                unless_canceled=status == SUCCEEDED,
+                attempt=attempt,
+            )
         )
 
-    def fail(self, job_id: str, code: str, message: str) -> bool:
-        return self.finish(job_id, FAILED, {"error": {"code": code, "message": message}})
+    def fail(self, job_id: str, code: str, message: str, attempt: int | None = None) -> bool:
+        return self.finish(job_id, FAILED, {"error": {"code": code, "message": message}}, attempt)
 
 
 def _text(value: bytes | str) -> str:

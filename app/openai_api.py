@@ -264,7 +264,7 @@ def download_content(
         )
     key, media_type = _VARIANTS[variant]
     try:
-        return actions.stored_file(services, key(video_id), media_type)
+        return actions.stored_file(services, key(video_id, record.published_attempt), media_type)
     except actions.ActionError as error:
         raise _from_action(error) from error
 

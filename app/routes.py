@@ -195,7 +195,7 @@ def video_content(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
     record = _owned_record(services, owner, job_id)
     if record.status != SUCCEEDED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {record.status}, not succeeded")
-    return _stored_file(services, video_key(job_id), "video/mp4")
+    return _stored_file(services, video_key(job_id, record.published_attempt), "video/mp4")
 
 
 @router.get(
@@ -213,7 +213,7 @@ def video_preview(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
     record = _owned_record(services, owner, job_id)
     if not record["preview_url"]:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has no keyframes yet")
-    return _stored_file(services, preview_key(job_id), "image/png")
+    return _stored_file(services, preview_key(job_id, record.preview_attempt), "image/png")
 
 
 def _stored_file(services: Services, key: str, media_type: str) -> Response:

@@ -161,26 +161,35 @@ def make_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.local_storage_dir)
 
 
-def video_key(job_id: str) -> str:
-    return f"videos/{job_id}.mp4"
+# Every attempt at a job writes its own files: a stale attempt (a worker frozen past its heartbeat, then
+# resumed) can never overwrite what the winning attempt published. The record says which attempt's
+# files are the job's (`published_attempt`, `preview_attempt`).
+def video_key(job_id: str, attempt: int) -> str:
+    return f"videos/{job_id}.{attempt}.mp4"
 
 
-def record_key(job_id: str) -> str:
-    return f"videos/{job_id}.json"
+def record_key(job_id: str, attempt: int) -> str:
+    return f"videos/{job_id}.{attempt}.json"
 
 
-def preview_key(job_id: str) -> str:
-    return f"videos/{job_id}.preview.png"
+def preview_key(job_id: str, attempt: int) -> str:
+    return f"videos/{job_id}.{attempt}.preview.png"
 
 
-def thumbnail_key(job_id: str) -> str:
-    return f"videos/{job_id}.thumbnail.jpg"
+def thumbnail_key(job_id: str, attempt: int) -> str:
+    return f"videos/{job_id}.{attempt}.thumbnail.jpg"
 
 
-def spritesheet_key(job_id: str) -> str:
-    return f"videos/{job_id}.spritesheet.jpg"
+def spritesheet_key(job_id: str, attempt: int) -> str:
+    return f"videos/{job_id}.{attempt}.spritesheet.jpg"
 
 
-def job_keys(job_id: str) -> tuple[str, ...]:
-    """Every file a job may have in storage: what deleting a job removes."""
-    return tuple(key(job_id) for key in (video_key, record_key, preview_key, thumbnail_key, spritesheet_key))
+def attempt_keys(job_id: str, attempt: int) -> tuple[str, ...]:
+    """Every file one attempt at a job may write."""
+    kinds = (video_key, record_key, preview_key, thumbnail_key, spritesheet_key)
+    return tuple(key(job_id, attempt) for key in kinds)
+
+
+def job_keys(job_id: str, attempts: int) -> tuple[str, ...]:
+    """Every file a job's attempts may have written: what deleting a job removes."""
+    return tuple(key for attempt in range(1, attempts + 1) for key in attempt_keys(job_id, attempt))

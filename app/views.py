@@ -21,6 +21,6 @@ def render_job(
         data["eta_seconds"] = eta_seconds
     if data.get("result"):
         served_by_api = f"{base_url.rstrip('/')}/v1/videos/{record.id}/content"
-        url = storage.download_url(video_key(record.id)) or served_by_api
+        url = storage.download_url(video_key(record.id, record.published_attempt)) or served_by_api
         data["result"] = {**data["result"], "url": url}
     return Job.model_validate(data)

@@ -19,7 +19,7 @@ from app.jobs import CANCELED, FAILED, RUNNING, SUCCEEDED, utc_now
 from app.logs import current_job_id
 from app.storage import (
     StorageError,
-    job_keys,
+    attempt_keys,
     preview_key,
     record_key,
     spritesheet_key,
@@ -29,7 +29,7 @@ from app.storage import (
 from app.webhooks import notify
 from models.cost import stage_costs
 from worker import runtime
-from worker.reporting import JobProgress
+from worker.reporting import AttemptSuperseded, JobProgress
 
 log = logging.getLogger("show1.worker")
 T = TypeVar("T")
@@ -107,34 +107,42 @@ def generate_video(job_id: str) -> str:
             )
         # The ETA from this worker's pace is there from the moment the job shows as running.
         eta = progress.eta_seconds() if progress else None
-        if not rt.store.mark_running(job_id, rt.name, eta_seconds=eta):
+        attempt = rt.store.claim(job_id, rt.name, eta_seconds=eta)
+        if not attempt:
             log.info("job is %s; not running it", record.status)
             return record.status
         _notify(job_id, "job.started", only_if="webhook_on_start")
         if progress is None:
-            return _fail(job_id, "invalid_parameters", invalid)
+            return _fail(job_id, "invalid_parameters", invalid, attempt)
+        progress.attempt = attempt
         started = time.monotonic()
         try:
-            result = rt.cascade.generate(params, progress=progress, on_stage_output=_preview_uploader(job_id))
+            result = rt.cascade.generate(
+                params, progress=progress, on_stage_output=_preview_uploader(job_id, attempt)
+            )
+        except AttemptSuperseded:
+            return _discard_attempt(job_id, attempt)
         except GenerationCancelled:
             log.info("canceled between denoising steps")
-            rt.store.finish(job_id, CANCELED)
-            _notify(job_id, "job.canceled")
+            if rt.store.finish(job_id, CANCELED, attempt=attempt):
+                _notify(job_id, "job.canceled")
             return CANCELED
         except ValueError as error:
-            return _fail(job_id, "invalid_parameters", str(error))
+            return _fail(job_id, "invalid_parameters", str(error), attempt)
         except (MemoryError, JobTimeoutException, *_out_of_memory_errors()) as error:
             # The same job would fail the same way on any retry: fail it now, for good.
             log.warning("out of memory or time: %s", error)
-            return _fail(job_id, "resource_exhausted")
+            return _fail(job_id, "resource_exhausted", attempt=attempt)
 
-        _with_redis_retries(
-            lambda: rt.store.update_running(job_id, {"stage": "encoding", "eta_seconds": None})
-        )
+        if not _with_redis_retries(
+            lambda: rt.store.update_running(job_id, {"stage": "encoding", "eta_seconds": None}, attempt)
+        ):
+            return _discard_attempt(job_id, attempt)
         mp4 = encode_mp4(result.frames, fps=params.fps)
         frames, height, width, _ = result.frames.shape
         document = {
             "id": job_id,
+            "attempt": attempt,
             "params": params.to_dict(),
             "timings": {**result.timings, "total": round(time.monotonic() - started, 3)},
             "models": rt.cascade.model_info,
@@ -144,11 +152,13 @@ def generate_video(job_id: str) -> str:
             "memory_mode": rt.cascade.memory_mode,
             "finished_at": utc_now(),
         }
-        _upload(job_id, video_key(job_id), mp4, "video/mp4")
-        _upload(job_id, thumbnail_key(job_id), thumbnail_jpeg(result.frames), "image/jpeg")
-        _upload(job_id, spritesheet_key(job_id), spritesheet_jpeg(result.frames), "image/jpeg")
-        _upload(job_id, record_key(job_id), json.dumps(document, indent=2).encode(), "application/json")
-        finished = _with_redis_retries(
+        # This attempt's own files; the record points at them only if this attempt wins the publish.
+        _upload(job_id, video_key(job_id, attempt), mp4, "video/mp4")
+        _upload(job_id, thumbnail_key(job_id, attempt), thumbnail_jpeg(result.frames), "image/jpeg")
+        _upload(job_id, spritesheet_key(job_id, attempt), spritesheet_jpeg(result.frames), "image/jpeg")
+        document_bytes = json.dumps(document, indent=2).encode()
+        _upload(job_id, record_key(job_id, attempt), document_bytes, "application/json")
+        published = _with_redis_retries(
             lambda: rt.store.finish(
                 job_id,
                 SUCCEEDED,
@@ -162,31 +172,54 @@ def generate_video(job_id: str) -> str:
                         "frames": frames,
                         "fps": params.fps,
                     },
+                    "published_attempt": attempt,
                     "timings": document["timings"],
                 },
+                attempt=attempt,
             )
         )
-        if not finished:
-            return _cancel_before_publish(job_id)
+        if not published:
+            return _not_published(job_id, attempt)
         _notify(job_id, "job.succeeded")
         return SUCCEEDED
     finally:
         current_job_id.reset(token)
 
 
-def _cancel_before_publish(job_id: str) -> str:
-    """A cancel that came while the video was encoded or uploaded wins: no video, a canceled job."""
+def _not_published(job_id: str, attempt: int) -> str:
+    """The publish was refused: a cancel came first (it wins), or another attempt holds the job."""
     rt = runtime.current()
     record = rt.store.get(job_id)
-    if record is None or record.status != RUNNING:
-        return record.status if record else "missing"
-    if rt.store.finish(job_id, CANCELED):
+    if record is not None and record.status == RUNNING and int(record["attempts"]) == attempt:
+        return _cancel_before_publish(job_id, attempt)
+    return _discard_attempt(job_id, attempt)
+
+
+def _discard_attempt(job_id: str, attempt: int) -> str:
+    """An attempt that lost its job (frozen past its heartbeat, then resumed): its files go, and the
+    record, another attempt's now, stays as it is."""
+    rt = runtime.current()
+    log.warning("attempt %d no longer holds the job; its output is discarded", attempt)
+    _remove_files(job_id, attempt)
+    record = rt.store.get(job_id)
+    return record.status if record else "missing"
+
+
+def _remove_files(job_id: str, attempt: int) -> None:
+    for key in attempt_keys(job_id, attempt):
+        with contextlib.suppress(StorageError):
+            runtime.current().storage.delete(key)
+
+
+def _cancel_before_publish(job_id: str, attempt: int) -> str:
+    """A cancel that came while the video was encoded or uploaded wins: no video, a canceled job."""
+    rt = runtime.current()
+    if rt.store.finish(job_id, CANCELED, attempt=attempt):
         log.info("canceled before the video was published; its files are removed")
-        for key in job_keys(job_id):
-            with contextlib.suppress(StorageError):
-                rt.storage.delete(key)
+        _remove_files(job_id, attempt)
         _notify(job_id, "job.canceled")
-    return CANCELED
+        return CANCELED
+    return _discard_attempt(job_id, attempt)
 
 
 def on_job_failure(job: Any, connection: Any, exc_type: type, exc_value: BaseException, tb: Any) -> None:
@@ -230,9 +263,9 @@ def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
     return (torch.OutOfMemoryError,)
 
 
-def _fail(job_id: str, code: str, detail: str = "") -> str:
+def _fail(job_id: str, code: str, detail: str = "", attempt: int | None = None) -> str:
     rt = runtime.current()
-    if rt.store.fail(job_id, code, USER_MESSAGES[code].format(detail=detail)):
+    if rt.store.fail(job_id, code, USER_MESSAGES[code].format(detail=detail), attempt):
         _notify(job_id, "job.failed")
         return FAILED
     record = rt.store.get(job_id)
@@ -266,7 +299,7 @@ def _upload(job_id: str, key: str, data: bytes, content_type: str) -> None:
             time.sleep(delay)
 
 
-def _preview_uploader(job_id: str) -> Callable[[str, Any], None]:
+def _preview_uploader(job_id: str, attempt: int) -> Callable[[str, Any], None]:
     def on_stage_output(stage: str, video: Any) -> None:
         if stage != "keyframes":
             return
@@ -277,14 +310,15 @@ def _preview_uploader(job_id: str) -> Callable[[str, Any], None]:
         Image.fromarray(strip).save(buffer, format="PNG")
         rt = runtime.current()
         try:
-            rt.storage.put(preview_key(job_id), buffer.getvalue(), "image/png")
+            rt.storage.put(preview_key(job_id, attempt), buffer.getvalue(), "image/png")
         except StorageError as error:
             log.warning("keyframe preview not uploaded: %s", error)
             return
         # An API path rather than a presigned URL, which would expire while the record lives on.
         base = rt.settings.public_base_url.rstrip("/")
         try:
-            rt.store.update_running(job_id, {"preview_url": f"{base}/v1/videos/{job_id}/preview"})
+            preview = {"preview_url": f"{base}/v1/videos/{job_id}/preview", "preview_attempt": attempt}
+            rt.store.update_running(job_id, preview, attempt)
         except redis.RedisError as error:
             log.warning("preview URL not recorded: %s", error)
 

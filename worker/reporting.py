@@ -28,6 +28,11 @@ WRITE_INTERVAL_SECONDS = 0.5
 MAX_RUNNING_PROGRESS = 0.99
 
 
+class AttemptSuperseded(GenerationCancelled):
+    """This attempt no longer holds its job: another took it over (this worker was frozen past its
+    heartbeat) or the job ended. The attempt stops at its next step and publishes nothing."""
+
+
 class Throughput:
     """Seconds per unit of cost, per stage, as this worker measured them (exponential average).
 
@@ -87,6 +92,7 @@ class JobProgress:
         prefix: str,
     ) -> None:
         self.store, self.job_id, self.prefix = store, job_id, prefix
+        self.attempt: int | None = None  # set once the job is claimed: every write is fenced by it
         self.steps = steps_per_stage
         self.costs = stage_costs
         self.throughput = throughput
@@ -170,7 +176,10 @@ class JobProgress:
             "eta_seconds": self.eta_seconds(now),
         }
         try:
-            self.store.update_running(self.job_id, fields)
+            written = self.store.update_running(self.job_id, fields, attempt=self.attempt)
         except redis.RedisError as error:
             # Progress is best effort: a Redis blip must not cost the video.
             log.warning("progress not written: %s", error)
+            return
+        if not written:
+            raise AttemptSuperseded(f"attempt {self.attempt} no longer holds job {self.job_id}")

@@ -14,6 +14,7 @@ import boto3
 import httpx
 import pytest
 
+from app.storage import preview_key, record_key
 from tests.conftest import FAST_REQUEST, REPO, Processes, free_port, s3_env, service_env, wait_for
 
 STAGE_ORDER = ["keyframes", "interpolation", "first_frame_sr", "pixel_sr", "latent_sr", "encoding"]
@@ -94,7 +95,9 @@ def test_s3_end_to_end(
     assert redirect.status_code == 302 and redirect.headers["location"].startswith(s3_server)
 
     s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="t", aws_secret_access_key="t")
-    record = json.loads(s3.get_object(Bucket="videos", Key=f"videos/{job['id']}.json")["Body"].read())
+    attempt = final["attempts"]  # each attempt writes its own files; the one that published is the job's
+    key = record_key(job["id"], attempt)
+    record = json.loads(s3.get_object(Bucket="videos", Key=key)["Body"].read())
     assert record["params"]["seed"] == 7
     assert set(record["timings"]) >= {"keyframes", "pixel_sr", "latent_sr", "total"}
     assert set(record["models"]) == {
@@ -104,7 +107,7 @@ def test_s3_end_to_end(
         "show-1-sr1",
         "show-1-sr2",
     }
-    preview = s3.get_object(Bucket="videos", Key=f"videos/{job['id']}.preview.png")["Body"].read()
+    preview = s3.get_object(Bucket="videos", Key=preview_key(job["id"], attempt))["Body"].read()
     assert preview.startswith(b"\x89PNG")
 
 

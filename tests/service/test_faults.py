@@ -98,7 +98,7 @@ def test_cancel_a_running_job(processes: Processes, namespace: str, tiny_preset:
     final, _ = poll_to_end(base, submitted["id"], timeout=60)
     assert final["status"] == "canceled" and final["result"] is None
     assert final["stage_progress"]["pixel_sr"]["step"] < final["stage_progress"]["pixel_sr"]["total"]
-    assert not (tmp_path / "storage" / video_key(submitted["id"])).exists()
+    assert not (tmp_path / "storage" / video_key(submitted["id"], final["attempts"])).exists()
 
 
 class Receiver(BaseHTTPRequestHandler):

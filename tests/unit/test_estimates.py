@@ -55,7 +55,7 @@ def test_eta_and_progress_of_a_running_job(
     job = store.create("owner", {"params": PAPER.to_dict()})
     throughput = Throughput()
     progress = JobProgress(store, job.id, {"a": 2, "b": 2}, {"a": 1.0, "b": 3.0}, throughput, namespace)
-    assert store.mark_running(job.id, "w", eta_seconds=progress.eta_seconds())
+    assert store.claim(job.id, "w", eta_seconds=progress.eta_seconds())
 
     clock.now = 101.0
     progress("a", 1, 2)  # 1 s for half of 1 unit: 2 s per unit, for the rest of this job too

@@ -12,7 +12,7 @@ from app.jobs import CANCELED, RUNNING, SUCCEEDED, JobStore
 def test_a_cancel_requested_before_publishing_wins(redis_connection: redis.Redis, namespace: str) -> None:
     store = JobStore(redis_connection, namespace, 3600)
     job = store.create("owner", {"params": {}})
-    assert store.mark_running(job.id, "worker-1")
+    assert store.claim(job.id, "worker-1")
     assert store.request_cancel(job.id)  # e.g. DELETE while the video is being encoded
     assert not store.finish(job.id, SUCCEEDED, {"result": {"bytes": 1}})
     record = store.get(job.id)
@@ -24,7 +24,7 @@ def test_a_cancel_requested_before_publishing_wins(redis_connection: redis.Redis
 def test_without_a_cancel_the_video_is_published(redis_connection: redis.Redis, namespace: str) -> None:
     store = JobStore(redis_connection, namespace, 3600)
     job = store.create("owner", {"params": {}})
-    assert store.mark_running(job.id, "worker-1")
+    assert store.claim(job.id, "worker-1")
     assert store.finish(job.id, SUCCEEDED, {"result": {"bytes": 1}})
     assert not store.request_cancel(job.id), "after publishing, a cancel is refused (the API answers 409)"
 
@@ -32,7 +32,7 @@ def test_without_a_cancel_the_video_is_published(redis_connection: redis.Redis, 
 def test_every_write_is_an_event(redis_connection: redis.Redis, namespace: str) -> None:
     store = JobStore(redis_connection, namespace, 3600)
     job = store.create("owner", {"params": {}})
-    store.mark_running(job.id, "worker-1", eta_seconds=12.0)
+    store.claim(job.id, "worker-1", eta_seconds=12.0)
     store.update_running(job.id, {"stage": "keyframes", "progress": 0.3})
     store.update_running(job.id, {"progress": 0.2})  # a lower estimate: the stored value stays
     store.update_running(job.id, {"preview_url": "/v1/videos/x/preview"})
