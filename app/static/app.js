@@ -19,8 +19,15 @@ function headers(extra = {}) {
   return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
 }
 
+// The key goes only to this origin: a presigned storage URL is its own credential, and a second one
+// (or a CORS preflight the bucket does not answer) would make the download fail.
+function sameOrigin(url) {
+  return new URL(url, location.href).origin === location.origin;
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  const extra = options.headers || {};
+  const response = await fetch(path, { ...options, headers: sameOrigin(path) ? headers(extra) : extra });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try {
@@ -30,7 +37,7 @@ async function api(path, options = {}) {
         ? detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ")
         : detail || message;
     } catch (_) { /* not JSON */ }
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: response.status });
   }
   return response;
 }
@@ -98,6 +105,12 @@ function parseFrames(buffer, onEvent) {
   return buffer;
 }
 
+// SSE lines may end in CRLF, LF or CR; a CR last in a chunk waits, as its LF may come next.
+function normalize(text) {
+  const held = text.endsWith("\r") ? "\r" : "";
+  return text.slice(0, text.length - held.length).replace(/\r\n?/g, "\n") + held;
+}
+
 function follow(job) {
   if (state.follow) state.follow.abort();
   for (const url of Object.values(state.objectUrls)) URL.revokeObjectURL(url);
@@ -125,12 +138,13 @@ async function streamEvents(jobId, signal, lastEventId) {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        buffer = parseFrames(buffer + decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n"),
+        buffer = parseFrames(normalize(buffer + decoder.decode(value, { stream: true })),
           (event, id, data) => {
             if (id) lastEventId = id;
             if (event === "snapshot" || event === "done") state.job = data;
             else state.job = { ...state.job, ...data };
             render();
+            if (event === "status") refreshRecent();
             if (event === "done") {
               finished = true;
               refreshRecent();
@@ -139,6 +153,11 @@ async function streamEvents(jobId, signal, lastEventId) {
       }
     } catch (error) {
       if (signal.aborted) return;
+      // A refusal (wrong key, job gone) will not change by retrying; a dropped connection may.
+      if (error.status >= 400 && error.status < 500 && error.status !== 429) {
+        $("status").textContent = `Cannot follow this job: ${error.message}`;
+        return;
+      }
       $("status").textContent = `Connection lost (${error.message}); reconnecting`;
     }
     if (!finished && !signal.aborted) await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -214,7 +233,9 @@ async function showPreview(job) {
 
 async function showVideo(job) {
   try {
-    const url = await blobUrl("video", job.result.url);
+    // A presigned URL plays and downloads as it is; an API URL needs the key, so it is fetched.
+    const url = sameOrigin(job.result.url) ? await blobUrl("video", job.result.url) : job.result.url;
+    state.objectUrls.video = state.objectUrls.video || "external";
     const video = $("video");
     video.src = url;
     $("download").href = url;

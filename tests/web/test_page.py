@@ -1,5 +1,6 @@
 """The page at `/` in a real browser (Debian's Chromium, driven by Playwright) against `show1 up`:
-submit, live stage bars, the keyframe preview, the video playing, cancel; screenshots at two widths.
+submit, live stage bars, the keyframe preview, the video playing, cancel; screenshots at two widths;
+the page's own SSE reading (frames cut anywhere, a dropped stream resumed with Last-Event-ID).
 
 Screenshots go to SHOW1_SCREENSHOTS_DIR when set (the README's come from docs/screenshots that way),
 else to the test's temporary folder.
@@ -7,11 +8,13 @@ else to the test's temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,4 +121,61 @@ def test_the_page_at_phone_width_and_cancel(service: str, browser: object, shots
     page.get_by_role("button", name="Cancel", exact=True).click()
     page.wait_for_selector("#status:text-matches('canceled')", timeout=60_000)
     assert not page.locator("#cancel").is_visible()
+    page.close()
+
+
+def test_the_page_reads_frames_cut_anywhere(service: str, browser: object) -> None:
+    """The stream arrives in chunks cut wherever the network cuts it, CRLF or LF, with comments."""
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(service)
+    stream = (
+        ': keep-alive\r\nevent: snapshot\r\nid: 1-0\r\ndata: {"id": "a", "status": "queued"}\r\n\r\n'
+        'event: progress\nid: 1-1\ndata: {"progress": 0.5,\ndata:  "stage": "keyframes"}\n\n'
+    )
+    runs = page.evaluate(
+        """stream => {
+          const runs = [];
+          for (let cut = 0; cut <= stream.length; cut++) {
+            const seen = [];
+            let buffer = "";
+            for (const chunk of [stream.slice(0, cut), stream.slice(cut)]) {
+              buffer = parseFrames(normalize(buffer + chunk), (...event) => seen.push(event));
+            }
+            runs.push(seen);
+          }
+          return runs;
+        }""",
+        stream,
+    )
+    expected = [
+        ["snapshot", "1-0", {"id": "a", "status": "queued"}],
+        ["progress", "1-1", {"progress": 0.5, "stage": "keyframes"}],
+    ]
+    assert len(runs) == len(stream) + 1
+    for cut, seen in enumerate(runs):
+        assert seen == expected, f"cut at {cut}: {json.dumps(seen)}"
+    page.close()
+
+
+def test_a_dropped_stream_resumes_after_the_last_event_id(service: str, browser: object) -> None:
+    """The first connection ends after one event (as a dropped one would); the page reconnects and
+    asks the real endpoint for what came after that event."""
+    page = browser.new_page(viewport=DESKTOP)
+    asked_after: list[str | None] = []
+
+    def events(route: object) -> None:
+        asked_after.append(route.request.headers.get("last-event-id"))
+        if len(asked_after) > 1:
+            route.continue_()
+            return
+        job = urllib.request.urlopen(route.request.url.removesuffix("/events"), timeout=10).read().decode()
+        body = f"event: snapshot\nid: 0-1\ndata: {job}\n\n"
+        route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    page.route("**/v1/videos/*/events", events)
+    page.goto(service)
+    page.get_by_label("Prompt").fill("A river seen from above")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#status:text-matches('succeeded')", timeout=120_000)
+    assert asked_after[:2] == [None, "0-1"]
     page.close()
