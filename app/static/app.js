@@ -78,6 +78,10 @@ async function submit(event) {
     });
     follow(await response.json());
     refreshRecent();
+    // At phone width the job is below the form: bring it into view, and move focus there so
+    // keyboard and screen-reader users land on the status rather than on the button they left.
+    $("job").scrollIntoView({ block: "start" });
+    $("job-title").focus({ preventScroll: true });
   } catch (error) {
     $("form-error").textContent = error.message;
   } finally {

@@ -67,6 +67,19 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
+def wait_until_playing(page: object) -> None:
+    """Decoded and playing (H.264 High, yuv420p, as the worker writes it): frames decoded
+    (readyState >= 2), a known duration, and the clock moving; paused then, for a steady screenshot."""
+    page.wait_for_function(
+        "(v => v.readyState >= 2 && v.duration > 0 && v.videoWidth > 0)(document.getElementById('video'))",
+        timeout=120_000,
+    )
+    page.evaluate("document.getElementById('video').play()")
+    page.wait_for_function("document.getElementById('video').currentTime > 0.3", timeout=30_000)
+    page.evaluate("(v => { v.pause(); v.currentTime = 1; })(document.getElementById('video'))")
+    page.wait_for_function("(v => !v.seeking && v.readyState >= 2)(document.getElementById('video'))")
+
+
 def counts(page: object) -> list[int]:
     """Steps done per stage bar, as the page shows them."""
     return page.eval_on_selector_all("#stages progress", "bars => bars.map(bar => bar.value)")
@@ -80,7 +93,7 @@ def test_a_video_from_the_page(service: str, browser: object, shots: Path) -> No
     page.get_by_label("Prompt").fill("A panda taking a selfie")
     page.get_by_label("Seed").fill("7")
     page.locator("summary").click()
-    page.locator("#steps-sr1").fill("12")  # long enough to watch the bars move
+    page.locator("#steps-sr1").fill("6")  # long enough to watch the bars move
     page.get_by_role("button", name="Generate").click()
 
     page.wait_for_selector("#status:text-matches('running')", timeout=60_000)
@@ -91,9 +104,7 @@ def test_a_video_from_the_page(service: str, browser: object, shots: Path) -> No
     page.screenshot(path=str(shots / "desktop-running.png"), full_page=True)
     assert any(sum(after) > sum(before) for before, after in zip(seen, seen[1:], strict=False))
 
-    page.wait_for_function(
-        "(v => v.readyState >= 2 && v.duration > 0)(document.getElementById('video'))", timeout=120_000
-    )
+    wait_until_playing(page)
     assert "succeeded" in page.locator("#status").inner_text()
     assert page.locator("#download").get_attribute("download").endswith(".mp4")
     page.screenshot(path=str(shots / "desktop-done.png"), full_page=True)
@@ -106,9 +117,7 @@ def test_the_page_at_phone_width_and_cancel(service: str, browser: object, shots
     page.goto(service)
     page.get_by_label("Prompt").fill("A lighthouse in a storm")
     page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(
-        "(v => v.readyState >= 2 && v.duration > 0)(document.getElementById('video'))", timeout=120_000
-    )
+    wait_until_playing(page)
     page.screenshot(path=str(shots / "phone-done.png"), full_page=True)
 
     page.get_by_label("Prompt").fill("A very long video to cancel")
