@@ -9,17 +9,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from fastapi import Response, status
 from fastapi.responses import FileResponse, RedirectResponse
+from rq import Queue
+from rq.job import Job
 
 from app import metrics
 from app.deps import Services
 from app.egress import EgressPolicy, ForbiddenTarget
-from app.jobs import ACTIVE, CANCELED, QUEUED, JobRecord, new_job_id
+from app.jobs import ACTIVE, CANCELED, QUEUED, JobRecord, JobStore
 from app.queue import enqueue_video, remove_queued
 from app.schemas import VideoRequest
 from app.settings import Settings
@@ -36,6 +41,7 @@ from models.params import (
 )
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+log = logging.getLogger("show1.api")
 
 
 class ActionError(Exception):
@@ -61,6 +67,12 @@ class InvalidField(ActionError):
 class TooManyInFlight(ActionError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     retry_after_seconds = 30
+
+
+class QueueUnavailable(ActionError):
+    """The job could not be queued; nothing of it was kept, so the same request may simply be retried."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
 class IdempotencyInProgress(ActionError):
@@ -121,41 +133,53 @@ def submit(
     idempotency_slot = None
     if idempotency_key is not None:
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        idempotency_slot = f"{settings.key_prefix}:idempotency:{owner}:{digest}"
-        replay = _replay(services, idempotency_slot, body_hash)
+        idempotency_slot = services.store.idempotency_key(owner, digest)
+        replay = _replay(services, services.redis.get(idempotency_slot), body_hash)
         if replay is not None:
             return Submitted(replay, replayed=True)
-
-    in_flight = services.store.count_in_flight(owner)
-    if in_flight >= settings.max_jobs_in_flight_per_key:
-        raise TooManyInFlight(
-            f"{in_flight} jobs queued or running for this key; "
-            f"the limit is {settings.max_jobs_in_flight_per_key}"
-        )
 
     seed = body.seed if body.seed is not None else secrets.randbelow(2**63)
     params = _generation_params(body, seed, settings)
     _check_cost(params, settings.max_job_cost)
-    job_id = new_job_id()
-    if idempotency_slot is not None:
-        claim = json.dumps({"job_id": job_id, "body": body_hash})
-        if not services.redis.set(idempotency_slot, claim, nx=True, ex=IDEMPOTENCY_TTL_SECONDS):
-            replay = _replay(services, idempotency_slot, body_hash)
-            if replay is not None:
-                return Submitted(replay, replayed=True)
-            raise IdempotencyInProgress("a request with this Idempotency-Key is in progress")
-
-    record = services.store.create(
+    fields = {
+        "params": params.to_dict(),
+        "webhook_url": str(body.webhook_url) if body.webhook_url else None,
+        "webhook_on_start": body.webhook_on_start,
+        **(extra_fields or {}),
+        # For the janitor that settles an admission whose API process died before queueing the job.
+        "idempotency_slot": idempotency_slot,
+    }
+    # Limits, idempotency and the record in one atomic step; then the queue entry, or nothing at all.
+    admission = services.store.admit(
         owner,
-        {
-            "params": params.to_dict(),
-            "webhook_url": str(body.webhook_url) if body.webhook_url else None,
-            "webhook_on_start": body.webhook_on_start,
-            **(extra_fields or {}),
-        },
-        job_id=job_id,
+        fields,
+        max_in_flight=settings.max_jobs_in_flight_per_key,
+        idempotency_slot=idempotency_slot,
+        body_hash=body_hash,
+        idempotency_ttl=IDEMPOTENCY_TTL_SECONDS,
     )
-    enqueue_video(services.queue, job_id, settings)
+    if admission.outcome == "replay":
+        replay = _replay(services, admission.claim, body_hash)
+        if replay is None:
+            raise IdempotencyInProgress("a request with this Idempotency-Key is in progress")
+        return Submitted(replay, replayed=True)
+    if admission.outcome == "limit":
+        raise TooManyInFlight(
+            f"{admission.in_flight} jobs queued or running for this key; "
+            f"the limit is {settings.max_jobs_in_flight_per_key}"
+        )
+    record = admission.record
+    assert record is not None
+    try:
+        enqueue_video(services.queue, record.id, settings)
+    except Exception as error:
+        # The client gets an error, so the job must not exist: no record, no count, no claim. Should
+        # Redis be gone for this too, the janitor abandons the pending admission later.
+        log.warning("job %s not queued (%s); its admission is undone", record.id, error)
+        with contextlib.suppress(redis.RedisError):
+            services.store.abandon(record.id, owner, idempotency_slot)
+        raise QueueUnavailable("the job could not be queued and was not kept; retry the request") from error
+    services.store.confirm(record.id)
     metrics.JOBS_SUBMITTED.inc()
     return Submitted(record, replayed=False)
 
@@ -215,16 +239,34 @@ def _area(size: tuple[int, int]) -> int:
     return size[0] * size[1]
 
 
-def _replay(services: Services, slot: str, body_hash: str) -> JobRecord | None:
-    stored = services.redis.get(slot)
-    if stored is None:
+def _replay(services: Services, claim: bytes | str | None, body_hash: str) -> JobRecord | None:
+    """The job an earlier request with the same Idempotency-Key made, if it still exists."""
+    if claim is None:
         return None
-    claim = json.loads(stored)
-    if claim["body"] != body_hash:
+    stored = json.loads(claim)
+    if stored["body"] != body_hash:
         raise InvalidField(
             ("header", "idempotency-key"), "Idempotency-Key was already used with a different request body"
         )
-    return services.store.get(claim["job_id"])
+    return services.store.get(stored["job_id"])
+
+
+def settle_pending_admissions(store: JobStore, queue: Queue, older_than_seconds: float = 60) -> int:
+    """Admissions still pending after `older_than_seconds`: their API process died between admitting
+    and confirming. A job that reached the queue is confirmed; one that did not is abandoned (its
+    client never got a 202). Returns how many were abandoned."""
+    abandoned = 0
+    for job_id in store.pending_since(time.time() - older_than_seconds):
+        if Job.exists(job_id, connection=queue.connection):
+            store.confirm(job_id)
+            continue
+        record = store.get(job_id)
+        if record is not None:
+            store.abandon(job_id, record["owner"], record["idempotency_slot"])
+        else:
+            store.confirm(job_id)
+        abandoned += 1
+    return abandoned
 
 
 def cancel(services: Services, record: JobRecord) -> JobRecord:

@@ -84,6 +84,72 @@ return 1
 """
 
 
+# Admission, in one step. KEYS: the record, the owner's index of all its jobs, its index of queued jobs,
+# its in-flight set, the set of queued jobs, the idempotency slot, the pending-admissions set, then
+# the record key of every job the caller read in the in-flight set. ARGV: job id, TTL, in-flight
+# limit ("" for none), now, idempotency claim ("" for none), idempotency TTL, the number n of
+# in-flight ids read, those n ids, then field/value pairs of the record. The in-flight set heals
+# here: a member whose record ended or expired (a crash between steps, a lost worker) is dropped
+# before counting.
+_ADMIT = """
+if ARGV[5] ~= '' then
+  local claim = redis.call('GET', KEYS[6])
+  if claim then return {'replay', claim} end
+end
+local n = tonumber(ARGV[7])
+if ARGV[3] ~= '' then
+  if redis.call('SCARD', KEYS[4]) ~= n then return {'retry'} end
+  for i = 1, n do
+    local member = ARGV[7 + i]
+    if redis.call('SISMEMBER', KEYS[4], member) == 0 then return {'retry'} end
+    local status = redis.call('HGET', KEYS[7 + i], 'status')
+    if not status or (status ~= '"queued"' and status ~= '"running"') then
+      redis.call('SREM', KEYS[4], member)
+    end
+  end
+  local count = redis.call('SCARD', KEYS[4])
+  if count >= tonumber(ARGV[3]) then return {'limit', tostring(count)} end
+end
+local id, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+for i = 8 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+for _, index in ipairs({KEYS[2], KEYS[3]}) do
+  redis.call('ZADD', index, now, id)
+  redis.call('EXPIRE', index, ttl)
+end
+redis.call('SADD', KEYS[4], id)
+redis.call('SADD', KEYS[5], id)
+if ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'EX', tonumber(ARGV[6])) end
+redis.call('ZADD', KEYS[7], now, id)
+return {'created'}
+"""
+
+# Undo an admission whose queue entry could not be made. KEYS: the record, the owner's two indexes,
+# its in-flight set, the set of queued jobs, the idempotency slot, the pending set. ARGV: job id.
+_ABANDON = """
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+local claim = redis.call('GET', KEYS[6])
+if claim and cjson.decode(claim)['job_id'] == ARGV[1] then redis.call('DEL', KEYS[6]) end
+redis.call('ZREM', KEYS[7], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admission decided: `created` (the record), `replay` (the claim of an earlier request with
+    the same idempotency key) or `limit` (the owner's jobs in flight)."""
+
+    outcome: str
+    record: JobRecord | None = None
+    claim: str | None = None
+    in_flight: int = 0
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -123,6 +189,8 @@ class JobStore:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self._transition = connection.register_script(_TRANSITION)
+        self._admit = connection.register_script(_ADMIT)
+        self._abandon = connection.register_script(_ABANDON)
 
     # Keys
     def record_key(self, job_id: str) -> str:
@@ -140,6 +208,13 @@ class JobStore:
 
     def events_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:events"
+
+    def idempotency_key(self, owner: str, digest: str) -> str:
+        return f"{self.prefix}:idempotency:{owner}:{digest}"
+
+    def pending_key(self) -> str:
+        """Jobs admitted whose queue entry is not confirmed yet (see admit / abandon / confirm)."""
+        return f"{self.prefix}:admission:pending"
 
     def workers_key(self) -> str:
         return f"{self.prefix}:workers"
@@ -202,9 +277,81 @@ class JobStore:
         return [_text(job_id) for job_id in self.redis.smembers(self.active_key(status))]
 
     # Writes
-    def create(self, owner: str, fields: Mapping[str, Any], job_id: str | None = None) -> JobRecord:
+    def admit(
+        self,
+        owner: str,
+        fields: Mapping[str, Any],
+        *,
+        max_in_flight: int | None,
+        idempotency_slot: str | None = None,
+        body_hash: str = "",
+        idempotency_ttl: int = 24 * 3600,
+        job_id: str | None = None,
+    ) -> Admission:
+        """Create a queued job if the owner is under `max_in_flight` and the idempotency slot is free,
+        all in one atomic step. The job stays pending until `confirm` (its queue entry exists) or
+        `abandon` (it could not be queued); pending jobs nobody confirmed are abandoned by the workers'
+        janitor, so a crash between admission and queueing leaves nothing behind."""
         job_id = job_id or new_job_id()
-        record = {
+        record = self._new_record(job_id, owner, fields)
+        slot = idempotency_slot or self.idempotency_key(owner, "-")
+        claim = json.dumps({"job_id": job_id, "body": body_hash}) if idempotency_slot else ""
+        for _ in range(10):
+            limited = max_in_flight is not None
+            members = [_text(m) for m in self.redis.smembers(self.in_flight_key(owner))] if limited else []
+            keys = [
+                self.record_key(job_id),
+                self.owner_index_key(owner),
+                self.owner_status_key(owner, QUEUED),
+                self.in_flight_key(owner),
+                self.active_key(QUEUED),
+                slot,
+                self.pending_key(),
+                *(self.record_key(member) for member in members),
+            ]
+            limit = "" if max_in_flight is None else max_in_flight
+            args: list[Any] = [job_id, self.ttl_seconds, limit, time.time(), claim, idempotency_ttl]
+            args += [len(members), *members]
+            for name, value in record.items():
+                args += [name, json.dumps(value)]
+            answer = [_text(part) for part in self._admit(keys=keys, args=args)]
+            if answer[0] == "created":
+                return Admission("created", record=JobRecord(record))
+            if answer[0] == "replay":
+                return Admission("replay", claim=answer[1])
+            if answer[0] == "limit":
+                return Admission("limit", in_flight=int(answer[1]))
+        raise redis.RedisError("the in-flight set kept changing during admission")
+
+    def confirm(self, job_id: str) -> None:
+        """The admitted job's queue entry exists: it is no longer pending."""
+        self.redis.zrem(self.pending_key(), job_id)
+
+    def abandon(self, job_id: str, owner: str, idempotency_slot: str | None = None) -> None:
+        """Undo an admission whose job could not be queued: no record, no count, no idempotency claim."""
+        keys = [
+            self.record_key(job_id),
+            self.owner_index_key(owner),
+            self.owner_status_key(owner, QUEUED),
+            self.in_flight_key(owner),
+            self.active_key(QUEUED),
+            idempotency_slot or self.idempotency_key(owner, "-"),
+            self.pending_key(),
+        ]
+        self._abandon(keys=keys, args=[job_id])
+
+    def pending_since(self, before: float) -> list[str]:
+        return [_text(job_id) for job_id in self.redis.zrangebyscore(self.pending_key(), 0, before)]
+
+    def create(self, owner: str, fields: Mapping[str, Any], job_id: str | None = None) -> JobRecord:
+        """A queued job record without limits or a queue entry (tools and tests; the API admits)."""
+        admission = self.admit(owner, fields, max_in_flight=None, job_id=job_id)
+        assert admission.record is not None
+        self.confirm(admission.record.id)
+        return admission.record
+
+    def _new_record(self, job_id: str, owner: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return {
             "id": job_id,
             "status": QUEUED,
             "stage": None,
@@ -222,17 +369,6 @@ class JobStore:
             "owner": owner,
             **fields,
         }
-        pipe = self.redis.pipeline()
-        pipe.hset(self.record_key(job_id), mapping={k: json.dumps(v) for k, v in record.items()})
-        pipe.expire(self.record_key(job_id), self.ttl_seconds)
-        now = time.time()
-        for index in (self.owner_index_key(owner), self.owner_status_key(owner, QUEUED)):
-            pipe.zadd(index, {job_id: now})
-            pipe.expire(index, self.ttl_seconds)
-        pipe.sadd(self.in_flight_key(owner), job_id)
-        pipe.sadd(self.active_key(QUEUED), job_id)
-        pipe.execute()
-        return JobRecord(record)
 
     def delete(self, job_id: str, owner: str) -> None:
         """Forget a job: its record and its place in the owner's list (finished jobs only: live ones are

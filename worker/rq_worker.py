@@ -21,6 +21,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
+from app.actions import settle_pending_admissions
 from app.egress import EgressPolicy
 from app.estimates import announce_worker
 from app.settings import Settings
@@ -55,9 +56,13 @@ class Show1Worker(SimpleWorker):
         self._report_gpu_memory()
 
     def _announce(self) -> None:
-        """This worker's entry in the registry the API reads for queued jobs' ETAs."""
+        """This worker's entry in the registry the API reads for queued jobs' ETAs; and, as any
+        worker's janitor may, settle admissions an API process left pending when it died."""
         rt = runtime.current()
         announce_worker(rt.store, rt.name, rt.throughput.seconds_per_unit)
+        for queue in self.queues:
+            if abandoned := settle_pending_admissions(rt.store, queue):
+                log.warning("abandoned %d admissions left pending by a failed API process", abandoned)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         # Short: the heartbeat thread renews it; a dead worker's job is found within about 3 beats.
