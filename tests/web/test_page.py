@@ -8,6 +8,7 @@ else to the test's temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,14 +30,16 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
-def service(tiny_preset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("page")
+@contextlib.contextmanager
+def show1_up(tiny_preset: Path, tmp: Path, **extra: str) -> Iterator[str]:
+    """`show1 up` as a user starts it, reusing the session's tiny preset through the cache folder."""
     port = free_port()
-    env = service_env("unused", tiny_preset, tmp)
-    for name in ("SHOW1_QUEUE_NAME", "SHOW1_MODELS_DIR", "SHOW1_LOCAL_STORAGE_DIR"):
+    env = service_env("unused", tiny_preset, tmp, **extra)
+    for name in ("SHOW1_MODELS_DIR", "SHOW1_LOCAL_STORAGE_DIR"):
         env.pop(name)
-    env["SHOW1_KEY_PREFIX"] = f"page{port}"
+    # Its own queue as well as its own keys: every `show1 up` on this Redis (other tests, other
+    # services at once) would otherwise drain the one default queue and take each other's jobs.
+    env["SHOW1_KEY_PREFIX"] = env["SHOW1_QUEUE_NAME"] = f"page{port}"
     env["SHOW1_CACHE_DIR"] = str(tiny_preset.parent)
     log = tmp / "up.log"
     command = [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp / "var")]
@@ -47,6 +50,12 @@ def service(tiny_preset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_preset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with show1_up(tiny_preset, tmp_path_factory.mktemp("page")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +197,31 @@ def test_a_dropped_stream_resumes_after_the_last_event_id(service: str, browser:
     page.wait_for_selector("#status:text-matches('succeeded')", timeout=120_000)
     assert asked_after[:2] == [None, "0-1"]
     page.close()
+
+
+def test_with_keys_the_page_asks_for_one_and_keeps_it_out_of_urls(
+    tiny_preset: Path, tmp_path: Path, browser: object
+) -> None:
+    """A server with keys: the key field shows, a job without a key is refused on the page, and with
+    one the stream, the preview and the video all load, the key travelling only in a header."""
+    key = "page-test-key-0123456789"
+    with show1_up(tiny_preset, tmp_path, SHOW1_API_KEYS=key) as url:
+        page = browser.new_page(viewport=DESKTOP)
+        seen: list[tuple[str, str | None]] = []
+        page.on("request", lambda request: seen.append((request.url, request.headers.get("authorization"))))
+        page.goto(url)
+        assert page.get_by_label("API key").is_visible()
+        page.get_by_label("Prompt").fill("A cat guarding a key")
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_function("document.getElementById('form-error').textContent.length > 0")
+        assert page.locator("#job").is_hidden()
+
+        page.get_by_label("API key").fill(key)
+        page.get_by_role("button", name="Generate").click()
+        wait_until_playing(page)
+        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
+        assert page.locator("#recent li").count() == 1
+        page.close()
+    assert not [address for address, _ in seen if key in address], "the key must never be in a URL"
+    keyed = {address.split("/v1/videos/")[-1].split("/")[-1] for address, auth in seen if auth}
+    assert {"events", "preview", "content"} <= keyed, keyed
