@@ -219,11 +219,18 @@ function render() {
   if (job.status === "succeeded" && job.result && !state.objectUrls.video) showVideo(job);
 }
 
+// A download still under way when the user opens another job must not land in that job's view.
 async function blobUrl(name, url) {
-  state.objectUrls[name] = "pending";
+  const urls = state.objectUrls;
+  urls[name] = "pending";
   const response = await api(url);
-  state.objectUrls[name] = URL.createObjectURL(await response.blob());
-  return state.objectUrls[name];
+  const objectUrl = URL.createObjectURL(await response.blob());
+  if (urls !== state.objectUrls) {
+    URL.revokeObjectURL(objectUrl);
+    throw Object.assign(new Error("another job is open"), { superseded: true });
+  }
+  urls[name] = objectUrl;
+  return objectUrl;
 }
 
 async function showPreview(job) {
@@ -231,7 +238,7 @@ async function showPreview(job) {
     $("preview").src = await blobUrl("preview", job.preview_url);
     $("preview-figure").hidden = false;
   } catch (error) {
-    delete state.objectUrls.preview;
+    if (!error.superseded) delete state.objectUrls.preview;
   }
 }
 
@@ -246,6 +253,7 @@ async function showVideo(job) {
     $("download").download = `show1-${job.id}.mp4`;
     $("video-figure").hidden = false;
   } catch (error) {
+    if (error.superseded) return;
     delete state.objectUrls.video;
     $("status").textContent += ` · video not loaded: ${error.message}`;
   }
