@@ -19,8 +19,15 @@ function headers(extra = {}) {
   return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
 }
 
+// The key goes only to this origin: a presigned storage URL is its own credential, and a second one
+// (or a CORS preflight the bucket does not answer) would make the download fail.
+function sameOrigin(url) {
+  return new URL(url, location.href).origin === location.origin;
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  const extra = options.headers || {};
+  const response = await fetch(path, { ...options, headers: sameOrigin(path) ? headers(extra) : extra });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try {
@@ -30,7 +37,7 @@ async function api(path, options = {}) {
         ? detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ")
         : detail || message;
     } catch (_) { /* not JSON */ }
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: response.status });
   }
   return response;
 }
@@ -71,6 +78,10 @@ async function submit(event) {
     });
     follow(await response.json());
     refreshRecent();
+    // At phone width the job is below the form: bring it into view, and move focus there so
+    // keyboard and screen-reader users land on the status rather than on the button they left.
+    $("job").scrollIntoView({ block: "start" });
+    $("job-title").focus({ preventScroll: true });
   } catch (error) {
     $("form-error").textContent = error.message;
   } finally {
@@ -96,6 +107,12 @@ function parseFrames(buffer, onEvent) {
     if (frame.data.length) onEvent(frame.event, frame.id, JSON.parse(frame.data.join("\n")));
   }
   return buffer;
+}
+
+// SSE lines may end in CRLF, LF or CR; a CR last in a chunk waits, as its LF may come next.
+function normalize(text) {
+  const held = text.endsWith("\r") ? "\r" : "";
+  return text.slice(0, text.length - held.length).replace(/\r\n?/g, "\n") + held;
 }
 
 function follow(job) {
@@ -125,12 +142,13 @@ async function streamEvents(jobId, signal, lastEventId) {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        buffer = parseFrames(buffer + decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n"),
+        buffer = parseFrames(normalize(buffer + decoder.decode(value, { stream: true })),
           (event, id, data) => {
             if (id) lastEventId = id;
             if (event === "snapshot" || event === "done") state.job = data;
             else state.job = { ...state.job, ...data };
             render();
+            if (event === "status") refreshRecent();
             if (event === "done") {
               finished = true;
               refreshRecent();
@@ -139,6 +157,11 @@ async function streamEvents(jobId, signal, lastEventId) {
       }
     } catch (error) {
       if (signal.aborted) return;
+      // A refusal (wrong key, job gone) will not change by retrying; a dropped connection may.
+      if (error.status >= 400 && error.status < 500 && error.status !== 429) {
+        $("status").textContent = `Cannot follow this job: ${error.message}`;
+        return;
+      }
       $("status").textContent = `Connection lost (${error.message}); reconnecting`;
     }
     if (!finished && !signal.aborted) await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -196,11 +219,18 @@ function render() {
   if (job.status === "succeeded" && job.result && !state.objectUrls.video) showVideo(job);
 }
 
+// A download still under way when the user opens another job must not land in that job's view.
 async function blobUrl(name, url) {
-  state.objectUrls[name] = "pending";
+  const urls = state.objectUrls;
+  urls[name] = "pending";
   const response = await api(url);
-  state.objectUrls[name] = URL.createObjectURL(await response.blob());
-  return state.objectUrls[name];
+  const objectUrl = URL.createObjectURL(await response.blob());
+  if (urls !== state.objectUrls) {
+    URL.revokeObjectURL(objectUrl);
+    throw Object.assign(new Error("another job is open"), { superseded: true });
+  }
+  urls[name] = objectUrl;
+  return objectUrl;
 }
 
 async function showPreview(job) {
@@ -208,19 +238,22 @@ async function showPreview(job) {
     $("preview").src = await blobUrl("preview", job.preview_url);
     $("preview-figure").hidden = false;
   } catch (error) {
-    delete state.objectUrls.preview;
+    if (!error.superseded) delete state.objectUrls.preview;
   }
 }
 
 async function showVideo(job) {
   try {
-    const url = await blobUrl("video", job.result.url);
+    // A presigned URL plays and downloads as it is; an API URL needs the key, so it is fetched.
+    const url = sameOrigin(job.result.url) ? await blobUrl("video", job.result.url) : job.result.url;
+    state.objectUrls.video = state.objectUrls.video || "external";
     const video = $("video");
     video.src = url;
     $("download").href = url;
     $("download").download = `show1-${job.id}.mp4`;
     $("video-figure").hidden = false;
   } catch (error) {
+    if (error.superseded) return;
     delete state.objectUrls.video;
     $("status").textContent += ` · video not loaded: ${error.message}`;
   }

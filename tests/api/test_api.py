@@ -272,3 +272,15 @@ def test_downloads_count_against_the_rate_limit(namespace: str, tmp_path: Path):
         job = client.post("/v1/videos", json={"prompt": "a cat"}, headers=AUTH).json()
         assert client.get(f"/v1/videos/{job['id']}/content", headers=AUTH).status_code == 409
         assert client.get(f"/v1/videos/{job['id']}/preview", headers=AUTH).status_code == 429
+
+
+def test_the_page_and_its_config_need_no_key(client: TestClient):
+    """The page loads before anyone has typed a key, and learns from /ui/config to ask for one."""
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<label for="prompt">' in page.text
+    assert client.get("/static/app.js").status_code == 200
+    config = client.get("/ui/config").json()
+    assert config["auth_required"] is True
+    assert config["stages"] == ["keyframes", "interpolation", "first_frame_sr", "pixel_sr", "latent_sr"]
+    assert client.get("/v1/videos").status_code == 401

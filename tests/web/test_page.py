@@ -1,5 +1,6 @@
 """The page at `/` in a real browser (Debian's Chromium, driven by Playwright) against `show1 up`:
-submit, live stage bars, the keyframe preview, the video playing, cancel; screenshots at two widths.
+submit, live stage bars, the keyframe preview, the video playing, cancel; screenshots at two widths;
+the page's own SSE reading (frames cut anywhere, a dropped stream resumed with Last-Event-ID).
 
 Screenshots go to SHOW1_SCREENSHOTS_DIR when set (the README's come from docs/screenshots that way),
 else to the test's temporary folder.
@@ -7,11 +8,14 @@ else to the test's temporary folder.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +30,16 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
-def service(tiny_preset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("page")
+@contextlib.contextmanager
+def show1_up(tiny_preset: Path, tmp: Path, **extra: str) -> Iterator[str]:
+    """`show1 up` as a user starts it, reusing the session's tiny preset through the cache folder."""
     port = free_port()
-    env = service_env("unused", tiny_preset, tmp)
-    for name in ("SHOW1_QUEUE_NAME", "SHOW1_MODELS_DIR", "SHOW1_LOCAL_STORAGE_DIR"):
+    env = service_env("unused", tiny_preset, tmp, **extra)
+    for name in ("SHOW1_MODELS_DIR", "SHOW1_LOCAL_STORAGE_DIR"):
         env.pop(name)
-    env["SHOW1_KEY_PREFIX"] = f"page{port}"
+    # Its own queue as well as its own keys: every `show1 up` on this Redis (other tests, other
+    # services at once) would otherwise drain the one default queue and take each other's jobs.
+    env["SHOW1_KEY_PREFIX"] = env["SHOW1_QUEUE_NAME"] = f"page{port}"
     env["SHOW1_CACHE_DIR"] = str(tiny_preset.parent)
     log = tmp / "up.log"
     command = [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp / "var")]
@@ -44,6 +50,12 @@ def service(tiny_preset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_preset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with show1_up(tiny_preset, tmp_path_factory.mktemp("page")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +76,19 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
+def wait_until_playing(page: object) -> None:
+    """Decoded and playing (H.264 High, yuv420p, as the worker writes it): frames decoded
+    (readyState >= 2), a known duration, and the clock moving; paused then, for a steady screenshot."""
+    page.wait_for_function(
+        "(v => v.readyState >= 2 && v.duration > 0 && v.videoWidth > 0)(document.getElementById('video'))",
+        timeout=120_000,
+    )
+    page.evaluate("document.getElementById('video').play()")
+    page.wait_for_function("document.getElementById('video').currentTime > 0.3", timeout=30_000)
+    page.evaluate("(v => { v.pause(); v.currentTime = 1; })(document.getElementById('video'))")
+    page.wait_for_function("(v => !v.seeking && v.readyState >= 2)(document.getElementById('video'))")
+
+
 def counts(page: object) -> list[int]:
     """Steps done per stage bar, as the page shows them."""
     return page.eval_on_selector_all("#stages progress", "bars => bars.map(bar => bar.value)")
@@ -77,7 +102,7 @@ def test_a_video_from_the_page(service: str, browser: object, shots: Path) -> No
     page.get_by_label("Prompt").fill("A panda taking a selfie")
     page.get_by_label("Seed").fill("7")
     page.locator("summary").click()
-    page.locator("#steps-sr1").fill("12")  # long enough to watch the bars move
+    page.locator("#steps-sr1").fill("6")  # long enough to watch the bars move
     page.get_by_role("button", name="Generate").click()
 
     page.wait_for_selector("#status:text-matches('running')", timeout=60_000)
@@ -88,9 +113,7 @@ def test_a_video_from_the_page(service: str, browser: object, shots: Path) -> No
     page.screenshot(path=str(shots / "desktop-running.png"), full_page=True)
     assert any(sum(after) > sum(before) for before, after in zip(seen, seen[1:], strict=False))
 
-    page.wait_for_function(
-        "(v => v.readyState >= 2 && v.duration > 0)(document.getElementById('video'))", timeout=120_000
-    )
+    wait_until_playing(page)
     assert "succeeded" in page.locator("#status").inner_text()
     assert page.locator("#download").get_attribute("download").endswith(".mp4")
     page.screenshot(path=str(shots / "desktop-done.png"), full_page=True)
@@ -103,9 +126,7 @@ def test_the_page_at_phone_width_and_cancel(service: str, browser: object, shots
     page.goto(service)
     page.get_by_label("Prompt").fill("A lighthouse in a storm")
     page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(
-        "(v => v.readyState >= 2 && v.duration > 0)(document.getElementById('video'))", timeout=120_000
-    )
+    wait_until_playing(page)
     page.screenshot(path=str(shots / "phone-done.png"), full_page=True)
 
     page.get_by_label("Prompt").fill("A very long video to cancel")
@@ -119,3 +140,88 @@ def test_the_page_at_phone_width_and_cancel(service: str, browser: object, shots
     page.wait_for_selector("#status:text-matches('canceled')", timeout=60_000)
     assert not page.locator("#cancel").is_visible()
     page.close()
+
+
+def test_the_page_reads_frames_cut_anywhere(service: str, browser: object) -> None:
+    """The stream arrives in chunks cut wherever the network cuts it, CRLF or LF, with comments."""
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(service)
+    stream = (
+        ': keep-alive\r\nevent: snapshot\r\nid: 1-0\r\ndata: {"id": "a", "status": "queued"}\r\n\r\n'
+        'event: progress\nid: 1-1\ndata: {"progress": 0.5,\ndata:  "stage": "keyframes"}\n\n'
+    )
+    runs = page.evaluate(
+        """stream => {
+          const runs = [];
+          for (let cut = 0; cut <= stream.length; cut++) {
+            const seen = [];
+            let buffer = "";
+            for (const chunk of [stream.slice(0, cut), stream.slice(cut)]) {
+              buffer = parseFrames(normalize(buffer + chunk), (...event) => seen.push(event));
+            }
+            runs.push(seen);
+          }
+          return runs;
+        }""",
+        stream,
+    )
+    expected = [
+        ["snapshot", "1-0", {"id": "a", "status": "queued"}],
+        ["progress", "1-1", {"progress": 0.5, "stage": "keyframes"}],
+    ]
+    assert len(runs) == len(stream) + 1
+    for cut, seen in enumerate(runs):
+        assert seen == expected, f"cut at {cut}: {json.dumps(seen)}"
+    page.close()
+
+
+def test_a_dropped_stream_resumes_after_the_last_event_id(service: str, browser: object) -> None:
+    """The first connection ends after one event (as a dropped one would); the page reconnects and
+    asks the real endpoint for what came after that event."""
+    page = browser.new_page(viewport=DESKTOP)
+    asked_after: list[str | None] = []
+
+    def events(route: object) -> None:
+        asked_after.append(route.request.headers.get("last-event-id"))
+        if len(asked_after) > 1:
+            route.continue_()
+            return
+        job = urllib.request.urlopen(route.request.url.removesuffix("/events"), timeout=10).read().decode()
+        body = f"event: snapshot\nid: 0-1\ndata: {job}\n\n"
+        route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    page.route("**/v1/videos/*/events", events)
+    page.goto(service)
+    page.get_by_label("Prompt").fill("A river seen from above")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#status:text-matches('succeeded')", timeout=120_000)
+    assert asked_after[:2] == [None, "0-1"]
+    page.close()
+
+
+def test_with_keys_the_page_asks_for_one_and_keeps_it_out_of_urls(
+    tiny_preset: Path, tmp_path: Path, browser: object
+) -> None:
+    """A server with keys: the key field shows, a job without a key is refused on the page, and with
+    one the stream, the preview and the video all load, the key travelling only in a header."""
+    key = "page-test-key-0123456789"
+    with show1_up(tiny_preset, tmp_path, SHOW1_API_KEYS=key) as url:
+        page = browser.new_page(viewport=DESKTOP)
+        seen: list[tuple[str, str | None]] = []
+        page.on("request", lambda request: seen.append((request.url, request.headers.get("authorization"))))
+        page.goto(url)
+        assert page.get_by_label("API key").is_visible()
+        page.get_by_label("Prompt").fill("A cat guarding a key")
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_function("document.getElementById('form-error').textContent.length > 0")
+        assert page.locator("#job").is_hidden()
+
+        page.get_by_label("API key").fill(key)
+        page.get_by_role("button", name="Generate").click()
+        wait_until_playing(page)
+        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
+        assert page.locator("#recent li").count() == 1
+        page.close()
+    assert not [address for address, _ in seen if key in address], "the key must never be in a URL"
+    keyed = {address.split("/v1/videos/")[-1].split("/")[-1] for address, auth in seen if auth}
+    assert {"events", "preview", "content"} <= keyed, keyed
