@@ -19,8 +19,6 @@ class StorageError(Exception):
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
-    def get(self, key: str) -> bytes: ...
-
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None:
@@ -55,12 +53,6 @@ class LocalStorage:
             partial.replace(path)
         except OSError as error:
             raise StorageError(f"local storage write failed: {error}") from error
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except OSError as error:
-            raise StorageError(f"local storage read failed: {error}") from error
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -113,12 +105,6 @@ class S3Storage:
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"S3 upload of {key} failed: {error}") from error
 
-    def get(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except (BotoCoreError, ClientError) as error:
-            raise StorageError(f"S3 download of {key} failed: {error}") from error
-
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
@@ -147,12 +133,6 @@ class S3Storage:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"S3 bucket {self.bucket} unreachable: {error}") from error
-
-    def ensure_bucket(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
 
 
 def make_storage(settings: Settings) -> Storage:

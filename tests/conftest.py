@@ -143,7 +143,7 @@ class Processes:
         return base
 
     def worker(self, env: dict[str, str]) -> subprocess.Popen:
-        return self.start(["app.cli", "worker"], env, "worker")
+        return self.start(["worker.cli", "worker"], env, "worker")
 
     def logs(self) -> str:
         return "\n".join(

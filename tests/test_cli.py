@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from app.cli import main
 from models.video import decode_mp4
 from tests.conftest import REPO
 from tests.models.golden_case import GOLDEN_KEYS, TAME_CASE, case, max_diff, models_dir, recorded
+from worker.cli import main
 
 FAST = [
     "--keyframe-size",
@@ -32,7 +32,7 @@ def test_generate_writes_a_playable_mp4_and_the_stage_tensors(tiny_preset: Path,
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "worker.cli",
             "generate",
             "A panda taking a selfie",
             "-o",
@@ -88,7 +88,7 @@ def test_generate_reproduces_the_reference_run_of_tiny_c(tmp_path: Path):
         ("reference", "keyframes", "keyframes_train_mode.safetensors"),
     ):
         stages = tmp_path / f"{dropout}.safetensors"
-        command = [sys.executable, "-m", "app.cli", "generate", c["prompt"], "-o", str(tmp_path / "out.mp4")]
+        command = [sys.executable, "-m", "worker.cli", "generate", c["prompt"], "-o", str(tmp_path / "o.mp4")]
         command += ["--models-dir", str(models_dir(TAME_CASE)), "--seed", str(c["seed"])]
         command += ["--keyframes", str(c["keyframes"]), "--keyframe-size", f"{height}x{width}"]
         command += ["--output-size", f"{out_height}x{out_width}", "--steps", steps, "--guidance", guidance]
@@ -104,7 +104,7 @@ def test_generate_reproduces_the_reference_run_of_tiny_c(tmp_path: Path):
 def test_download_fails_clearly_when_the_hub_is_unreachable(tmp_path: Path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     run = subprocess.run(
-        [sys.executable, "-m", "app.cli", "download-weights", "--dir", str(tmp_path / "w")],
+        [sys.executable, "-m", "worker.cli", "download-weights", "--dir", str(tmp_path / "w")],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -28,7 +28,7 @@ def supervise_gpu_workers(spec: str, *, burst: bool = False) -> int:
     if not gpus:
         log.error("no GPUs visible for --gpus %s", spec)
         return 1
-    command = [sys.executable, "-m", "app.cli", "worker", *(["--burst"] if burst else [])]
+    command = [sys.executable, "-m", "worker.cli", "worker", *(["--burst"] if burst else [])]
 
     def start(gpu: str) -> subprocess.Popen:
         log.info("starting worker on GPU %s", gpu)

@@ -143,10 +143,9 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
         base_url = f"http://{host}:{port}"
         env.setdefault("SHOW1_PUBLIC_BASE_URL", base_url)
         python = sys.executable
-        children.append(
-            subprocess.Popen([python, "-m", "app.cli", "serve", "--host", host, "--port", str(port)], env=env)
-        )
-        children.append(subprocess.Popen([python, "-m", "app.cli", "worker"], env=env))
+        serve = [python, "-m", "worker.cli", "serve", "--host", host, "--port", str(port)]
+        children.append(subprocess.Popen(serve, env=env))
+        children.append(subprocess.Popen([python, "-m", "worker.cli", "worker"], env=env))
         _wait_healthy(base_url, children)
         demo_note = (
             "  Demo defaults: requests that do not set them get 16x24 keyframes, a 64x112 video and\n"

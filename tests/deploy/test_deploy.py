@@ -16,8 +16,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from app.cli import main
 from app.settings import ENV_PREFIX, Settings
+from worker.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

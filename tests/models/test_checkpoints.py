@@ -295,7 +295,7 @@ def test_a_worker_with_a_broken_checkpoint_stops_before_taking_a_job(
     queue = Queue(namespace, connection=redis_connection)
     queue.enqueue("builtins.print", "not to be run")
     run = subprocess.run(
-        [sys.executable, "-m", "app.cli", "worker"],
+        [sys.executable, "-m", "worker.cli", "worker"],
         env=env,
         cwd=REPO,
         capture_output=True,

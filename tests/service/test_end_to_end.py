@@ -137,7 +137,7 @@ def test_show1_up_serves_and_stops_everything(tiny_preset: Path, tmp_path: Path)
     env["SHOW1_CACHE_DIR"] = str(tiny_preset.parent)
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     up = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "var")],
+        [sys.executable, "-m", "worker.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "var")],
         env=env,
         cwd=REPO,
         stdout=log,

@@ -120,11 +120,11 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
     env = service_env("unused", tiny_preset, tmp_path)
     for name in ("SHOW1_KEY_PREFIX", "SHOW1_QUEUE_NAME", "SHOW1_MODELS_DIR", "SHOW1_LOCAL_STORAGE_DIR"):
         env.pop(name)
-    env["SHOW1_KEY_PREFIX"] = f"readme{port}"
+    env["SHOW1_KEY_PREFIX"] = env["SHOW1_QUEUE_NAME"] = f"readme{port}"  # apart from other show1 ups
     env["SHOW1_CACHE_DIR"] = str(tiny_preset.parent)
     env.pop("OMP_NUM_THREADS")  # as a user runs it
     log = tmp_path / "up.log"
-    command = [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "v")]
+    command = [sys.executable, "-m", "worker.cli", "up", "--port", str(port), "--data-dir", str(tmp_path)]
     up = subprocess.Popen(command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

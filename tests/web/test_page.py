@@ -42,7 +42,7 @@ def show1_up(tiny_preset: Path, tmp: Path, **extra: str) -> Iterator[str]:
     env["SHOW1_KEY_PREFIX"] = env["SHOW1_QUEUE_NAME"] = f"page{port}"
     env["SHOW1_CACHE_DIR"] = str(tiny_preset.parent)
     log = tmp / "up.log"
-    command = [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp / "var")]
+    command = [sys.executable, "-m", "worker.cli", "up", "--port", str(port), "--data-dir", str(tmp / "var")]
     up = subprocess.Popen(command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: b"Show-1 is up" in log.read_bytes(), 120, "show1 up to start")

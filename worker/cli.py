@@ -109,7 +109,7 @@ def main() -> None:
 )
 def generate(**options: object) -> None:
     """Generate one video from PROMPT and write it as MP4."""
-    from app.generate_cmd import run_generate
+    from worker.generate_cmd import run_generate
 
     run_generate(**options)
 
