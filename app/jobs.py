@@ -307,21 +307,12 @@ class JobStore:
         janitor, so a crash between admission and queueing leaves nothing behind."""
         job_id = job_id or new_job_id()
         record = self._new_record(job_id, owner, fields)
-        slot = idempotency_slot or self.idempotency_key(owner, "-")
         claim = json.dumps({"job_id": job_id, "body": body_hash}) if idempotency_slot else ""
         for _ in range(10):
             limited = max_in_flight is not None
             members = [_text(m) for m in self.redis.smembers(self.in_flight_key(owner))] if limited else []
-            keys = [
-                self.record_key(job_id),
-                self.owner_index_key(owner),
-                self.owner_status_key(owner, QUEUED),
-                self.in_flight_key(owner),
-                self.active_key(QUEUED),
-                slot,
-                self.pending_key(),
-                *(self.record_key(member) for member in members),
-            ]
+            keys = self._admission_keys(job_id, owner, idempotency_slot)
+            keys += [self.record_key(member) for member in members]
             limit = "" if max_in_flight is None else max_in_flight
             args: list[Any] = [job_id, self.ttl_seconds, limit, time.time(), claim, idempotency_ttl]
             args += [len(members), *members]
@@ -342,16 +333,20 @@ class JobStore:
 
     def abandon(self, job_id: str, owner: str, idempotency_slot: str | None = None) -> None:
         """Undo an admission whose job could not be queued: no record, no count, no idempotency claim."""
-        keys = [
+        self._abandon(keys=self._admission_keys(job_id, owner, idempotency_slot), args=[job_id])
+
+    def _admission_keys(self, job_id: str, owner: str, idempotency_slot: str | None) -> list[str]:
+        """The keys admission writes and abandoning undoes, in the order both scripts read them."""
+        return [
             self.record_key(job_id),
             self.owner_index_key(owner),
             self.owner_status_key(owner, QUEUED),
             self.in_flight_key(owner),
             self.active_key(QUEUED),
+            # Without an idempotency key the scripts still get a key here, one no request can claim.
             idempotency_slot or self.idempotency_key(owner, "-"),
             self.pending_key(),
         ]
-        self._abandon(keys=keys, args=[job_id])
 
     def pending_since(self, before: float) -> list[str]:
         return [_text(job_id) for job_id in self.redis.zrangebyscore(self.pending_key(), 0, before)]

@@ -16,7 +16,7 @@ from transformers import CLIPTextModel, T5EncoderModel
 
 from models.errors import CheckpointError
 from models.hub import files_to_download
-from models.loading import load_component, load_models
+from models.loading import CascadeModels, load_component, load_models
 from models.unet_pixel import PixelUNet3DConditionModel
 from models.weights import CHECKPOINT_FOLDERS, WeightFiles, choose_weights
 from tests.conftest import REPO
@@ -59,10 +59,9 @@ def relaid(dest: Path, layout: dict) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def published() -> dict[str, dict[str, torch.Tensor]]:
-    models = load_models(TINY_C, torch.float32)
-    names = {
+def component_modules(models: CascadeModels) -> dict[str, torch.nn.Module]:
+    """Each WEIGHT_COMPONENTS folder's loaded module."""
+    return {
         "show-1-base/text_encoder": models.t5_encoder,
         "show-1-base/unet": models.base_unet,
         "show-1-interpolation/unet": models.interp_unet,
@@ -72,6 +71,11 @@ def published() -> dict[str, dict[str, torch.Tensor]]:
         "show-1-sr2/vae": models.vae,
         "show-1-sr2/text_encoder": models.clip_encoder,
     }
+
+
+@pytest.fixture(scope="module")
+def published() -> dict[str, dict[str, torch.Tensor]]:
+    names = component_modules(load_models(TINY_C, torch.float32))
     return {component: module.state_dict() for component, module in names.items()}
 
 
@@ -79,17 +83,7 @@ def published() -> dict[str, dict[str, torch.Tensor]]:
 def test_every_hub_layout_loads_to_identical_weights(
     layout: str, tmp_path: Path, published: dict[str, dict[str, torch.Tensor]]
 ) -> None:
-    models = load_models(relaid(tmp_path / "models", LAYOUTS[layout]), torch.float32)
-    loaded = {
-        "show-1-base/text_encoder": models.t5_encoder,
-        "show-1-base/unet": models.base_unet,
-        "show-1-interpolation/unet": models.interp_unet,
-        "IF-II-L-v1.0/unet": models.if_unet,
-        "show-1-sr1/unet": models.sr1_unet,
-        "show-1-sr2/unet": models.sr2_unet,
-        "show-1-sr2/vae": models.vae,
-        "show-1-sr2/text_encoder": models.clip_encoder,
-    }
+    loaded = component_modules(load_models(relaid(tmp_path / "models", LAYOUTS[layout]), torch.float32))
     for component, module in loaded.items():
         state = module.state_dict()
         expected = published[component]
