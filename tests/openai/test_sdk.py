@@ -325,8 +325,9 @@ def test_delete_a_finished_video_removes_it_and_its_files(service: Service):
     client = service.client()
     video_id = service.state["completed"]
     files = sorted(path.name for path in (service.storage / "videos").glob(f"{video_id}.*"))
+    # The one attempt's files (each attempt writes its own: app/storage.py).
     suffixes = ("json", "mp4", "preview.png", "spritesheet.jpg", "thumbnail.jpg")
-    assert files == [f"{video_id}.{suffix}" for suffix in suffixes]
+    assert files == [f"{video_id}.1.{suffix}" for suffix in suffixes]
     deleted = client.videos.delete(video_id)
     assert (deleted.id, deleted.deleted) == (video_id, True)
     with pytest.raises(openai.NotFoundError):
