@@ -50,14 +50,18 @@ def run(base: str, key: str | None) -> list[dict]:
         job = client.post("/v1/videos", json={"prompt": "eta check", "seed": 1, **extra}).json()
         first_eta = quarter_eta = None
         while True:
-            view = client.get(f"/v1/videos/{job['id']}").json()
+            answer = client.get(f"/v1/videos/{job['id']}")
+            if answer.status_code == 429:  # polled past the key's rate limit: wait it out
+                time.sleep(float(answer.headers.get("Retry-After", 1)))
+                continue
+            view = answer.json()
             if view["status"] == "running" and first_eta is None:
                 first_eta = view["eta_seconds"]
             if view["status"] == "running" and quarter_eta is None and view["progress"] >= 0.25:
                 quarter_eta = (view["eta_seconds"], seconds_between(view["started_at"], _now()))
             if view["status"] not in ("queued", "running"):
                 break
-            time.sleep(0.05)
+            time.sleep(0.15)  # under the default 600 requests per minute
         actual = seconds_between(view["started_at"], view["finished_at"])
         cost = total_cost(GenerationParams.from_dict(view["params"])) / REFERENCE_COST
         rows.append(
