@@ -57,7 +57,7 @@ def hooks() -> Iterator[Hooks]:
 
 
 def progress_history(connection: redis.Redis, store: JobStore, job_id: str) -> list[float]:
-    entries = connection.xrange(store.events_key(job_id))
+    entries = connection.xrange(store.keys.events(job_id))
     values = [json.loads(fields[b"data"]).get("progress") for _, fields in entries]
     return [value for value in values if value is not None]
 
@@ -101,7 +101,10 @@ def test_chaos_every_job_ends_exactly_once(
     env = service_env(namespace, tiny_preset, tmp_path, SHOW1_JOB_RETRIES="6")
     base = processes.api(env)
     workers = [processes.worker(env) for _ in range(3)]
-    body = {"prompt": "chaos", **FAST_REQUEST, "steps": {**FAST_REQUEST["steps"], "sr1": 6}}
+    # Four keyframes and three pixel-SR steps: about 15 s a job with three workers on two cores, long
+    # enough for the chaos to strike mid-job and short enough to end 20 jobs in a few minutes.
+    steps = {**FAST_REQUEST["steps"], "sr1": 3}
+    body = {"prompt": "chaos", **FAST_REQUEST, "num_keyframes": 4, "steps": steps}
     ids = [
         httpx.post(f"{base}/v1/videos", json={**body, "seed": n, "webhook_url": hooks.url}).json()["id"]
         for n in range(20)
@@ -126,7 +129,13 @@ def test_chaos_every_job_ends_exactly_once(
             time.sleep(rng.uniform(1, 9))  # sometimes past the 3-beat heartbeat (6 s), sometimes not
             workers[victim].send_signal(signal.SIGCONT)
             freezes += 1
-    wait_for(lambda: all(view["status"] in TERMINAL for view in views()), 420, "every job to end", 2)
+    try:
+        wait_for(lambda: all(view["status"] in TERMINAL for view in views()), 420, "every job to end", 2)
+    except AssertionError:
+        stuck = [view for view in views() if view["status"] not in TERMINAL]
+        raise AssertionError(
+            f"{kills} kills, {freezes} freezes; not ended: {stuck}\n{processes.logs()}"
+        ) from None
     final = views()
     time.sleep(10)  # resumed attempts and webhook retries settle
     lost = [view["id"] for view in final if view["status"] not in TERMINAL]
