@@ -133,7 +133,7 @@ def submit(
     idempotency_slot = None
     if idempotency_key is not None:
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        idempotency_slot = services.store.idempotency_key(owner, digest)
+        idempotency_slot = services.store.keys.idempotency(owner, digest)
         replay = _replay(services, services.redis.get(idempotency_slot), body_hash)
         if replay is not None:
             return Submitted(replay, replayed=True)

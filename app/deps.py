@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
 
-from app.jobs import JobStore, owner_of
+from app.jobs import JobStore, Keys, owner_of
 from app.queue import video_queue
 from app.settings import Settings
 from app.storage import Storage, make_storage
@@ -40,7 +40,7 @@ class Services:
             store=JobStore(connection, settings.key_prefix, settings.job_record_ttl_seconds),
             queue=video_queue(connection, settings),
             storage=make_storage(settings),
-            webhooks=WebhookOutbox(connection, settings.key_prefix),
+            webhooks=WebhookOutbox(connection, Keys(settings.key_prefix)),
             # Blocking stream reads wait up to app.events.BLOCK_MILLISECONDS; the timeout must outlast them.
             async_redis=redis.asyncio.Redis.from_url(
                 settings.redis_url, socket_timeout=30, socket_connect_timeout=3
@@ -70,7 +70,7 @@ def get_owner(
     if not services.settings.auth_enabled:
         return owner_of(None)
     client = request.client.host if request.client else "unknown"
-    failures_key = f"{services.settings.key_prefix}:auth-failures:{client}:{int(time.time() // 60)}"
+    failures_key = services.store.keys.auth_failures(client, int(time.time() // 60))
     limit = services.settings.auth_failures_per_minute
     if int(services.redis.get(failures_key) or 0) >= limit:
         raise _too_many(f"more than {limit} failed authentications from this address this minute")
@@ -102,7 +102,7 @@ OwnerDep = Annotated[str, Depends(get_owner)]
 def enforce_rate_limit(services: ServicesDep, owner: OwnerDep) -> str:
     """Fixed one-minute windows per key in Redis: shared by every API replica."""
     window = int(time.time() // 60)
-    key = f"{services.settings.key_prefix}:rate:{owner}:{window}"
+    key = services.store.keys.requests(owner, window)
     pipe = services.redis.pipeline()
     pipe.incr(key)
     pipe.expire(key, 120)

@@ -28,20 +28,20 @@ WORKER_SILENT_BEATS = 3
 def announce_worker(store: JobStore, name: str, seconds_per_unit: dict[str, float]) -> None:
     """A worker's heartbeat entry; called by the worker every heartbeat."""
     entry = {"seen": time.time(), "seconds_per_unit": seconds_per_unit}
-    store.redis.hset(store.workers_key(), name, json.dumps(entry))
+    store.redis.hset(store.keys.workers(), name, json.dumps(entry))
 
 
 def live_worker_rates(store: JobStore, heartbeat_seconds: float) -> list[dict[str, float]]:
     """Seconds per unit of cost, per stage, of each worker alive (dead entries are pruned)."""
     now, rates, gone = time.time(), [], []
-    for name, raw in store.redis.hgetall(store.workers_key()).items():
+    for name, raw in store.redis.hgetall(store.keys.workers()).items():
         entry = json.loads(raw)
         if now - entry["seen"] > WORKER_SILENT_BEATS * heartbeat_seconds:
             gone.append(name)
         else:
             rates.append(entry["seconds_per_unit"])
     if gone:
-        store.redis.hdel(store.workers_key(), *gone)
+        store.redis.hdel(store.keys.workers(), *gone)
     return rates
 
 
@@ -72,9 +72,9 @@ def queued_eta(
         ahead = queue_ids[:MAX_JOBS_AHEAD_READ]
         pipe = store.redis.pipeline()
         for job_id in ahead:
-            pipe.hget(store.record_key(job_id), "params")
+            pipe.hget(store.keys.record(job_id), "params")
         for job_id in store.active_ids(RUNNING):
-            pipe.hget(store.record_key(job_id), "eta_seconds")
+            pipe.hget(store.keys.record(job_id), "eta_seconds")
         values = pipe.execute()
     except (redis.RedisError, ValueError, TypeError):
         return None

@@ -45,7 +45,7 @@ async def job_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """The events of `record`'s job after `last_event_id` (after a snapshot when there is none)."""
     job_id = record.id
-    stream = store.events_key(job_id)
+    stream = store.keys.events(job_id)
     last = check_event_id(last_event_id)
     if last is None:
         latest = await connection.xrevrange(stream, count=1)

@@ -15,14 +15,109 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 import redis
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+from models.params import STAGES
+
+
+class JobStatus(StrEnum):
+    """A job's status: the one vocabulary of records, scripts, schemas, metrics and webhooks."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
+SUCCEEDED, FAILED, CANCELED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED
+STATUSES = tuple(JobStatus)
 ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELED)
+
+# A running job's stage: the cascade's (models/params.py), then the video's encoding and upload.
+ENCODING = "encoding"
+JOB_STAGES = (*STAGES, ENCODING)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key the service writes, for one namespace (SHOW1_KEY_PREFIX); RQ names its own.
+
+    Each key starts with the namespace in braces, a Redis Cluster hash tag: all of a service's keys
+    hash to one slot, so the scripts below, which touch a record, its owner's indexes and the global
+    counters in one step, run on a cluster too. (One slot holds one service's job store; records are a
+    few kilobytes and expire, see docs/design.md.)
+    """
+
+    namespace: str
+
+    def _key(self, *parts: object) -> str:
+        return ":".join(["{" + self.namespace + "}", *map(str, parts)])
+
+    # Jobs
+    def record(self, job_id: str) -> str:
+        return self._key("job", job_id)
+
+    def events(self, job_id: str) -> str:
+        return self._key("job", job_id, "events")
+
+    def owner_jobs(self, owner: str) -> str:
+        return self._key("owner", owner, "jobs")
+
+    def owner_jobs_in(self, owner: str, status: JobStatus) -> str:
+        """The owner's jobs now in `status`, scored by creation time: filtered lists read only these."""
+        return self._key("owner", owner, "jobs", status)
+
+    def in_flight(self, owner: str) -> str:
+        return self._key("owner", owner, "in-flight")
+
+    def idempotency(self, owner: str, digest: str) -> str:
+        return self._key("idempotency", owner, digest)
+
+    def pending_admissions(self) -> str:
+        """Jobs admitted whose queue entry is not confirmed yet (JobStore.admit / abandon / confirm)."""
+        return self._key("admission", "pending")
+
+    def active(self, status: JobStatus) -> str:
+        return self._key("active", status)
+
+    def finished_count(self, status: JobStatus) -> str:
+        return self._key("finished", status)
+
+    # Workers
+    def workers(self) -> str:
+        return self._key("workers")
+
+    def stage_metrics(self, stage: str) -> str:
+        return self._key("metrics", "stage", stage)
+
+    def gpu_metrics(self, worker: str) -> str:
+        return self._key("metrics", "gpu", worker)
+
+    # Webhooks (app/webhooks.py, worker/webhooks.py)
+    def webhooks_due(self) -> str:
+        return self._key("webhooks", "due")
+
+    def webhook(self, delivery_id: str) -> str:
+        return self._key("webhook", delivery_id)
+
+    # Limits (app/deps.py); `window` is the minute counted
+    def requests(self, owner: str, window: int) -> str:
+        return self._key("rate", owner, window)
+
+    def auth_failures(self, client: str, window: int) -> str:
+        return self._key("auth-failures", client, window)
+
+
+def _lua_set(statuses: Iterable[JobStatus]) -> str:
+    """A Lua table literal whose keys are the statuses as the records store them (JSON strings)."""
+    return "{" + ", ".join(f"[{json.dumps(json.dumps(str(s)))}] = true" for s in statuses) + "}"
+
 
 # Every key the script touches comes in KEYS, in the order JobStore.transition_keys builds them: the
 # record, its event stream, the owner's in-flight set, then per status (STATUSES order) the owner's
@@ -95,7 +190,9 @@ return result
 # in-flight ids read, those n ids, then field/value pairs of the record. The in-flight set heals
 # here: a member whose record ended or expired (a crash between steps, a lost worker) is dropped
 # before counting.
-_ADMIT = """
+_ADMIT = (
+    f"local ACTIVE = {_lua_set(ACTIVE)}\n"
+    + """
 if ARGV[5] ~= '' then
   local claim = redis.call('GET', KEYS[6])
   if claim then return {'replay', claim} end
@@ -107,7 +204,7 @@ if ARGV[3] ~= '' then
     local member = ARGV[7 + i]
     if redis.call('SISMEMBER', KEYS[4], member) == 0 then return {'retry'} end
     local status = redis.call('HGET', KEYS[7 + i], 'status')
-    if not status or (status ~= '"queued"' and status ~= '"running"') then
+    if not status or not ACTIVE[status] then
       redis.call('SREM', KEYS[4], member)
     end
   end
@@ -127,6 +224,7 @@ if ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'EX', tonumber(ARGV[6]
 redis.call('ZADD', KEYS[7], now, id)
 return {'created'}
 """
+)
 
 # Undo an admission whose queue entry could not be made. KEYS: the record, the owner's two indexes,
 # its in-flight set, the set of queued jobs, the idempotency slot, the pending set. ARGV: job id.
@@ -183,8 +281,8 @@ class JobRecord:
         return self.fields["id"]
 
     @property
-    def status(self) -> str:
-        return self.fields["status"]
+    def status(self) -> JobStatus:
+        return JobStatus(self.fields["status"])
 
     @property
     def published_attempt(self) -> int:
@@ -199,48 +297,15 @@ class JobRecord:
 class JobStore:
     def __init__(self, connection: redis.Redis, prefix: str, ttl_seconds: int) -> None:
         self.redis = connection
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.ttl_seconds = ttl_seconds
         self._transition = connection.register_script(_TRANSITION)
         self._admit = connection.register_script(_ADMIT)
         self._abandon = connection.register_script(_ABANDON)
 
-    # Keys
-    def record_key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
-
-    def owner_index_key(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:jobs"
-
-    def owner_status_key(self, owner: str, status: str) -> str:
-        """The owner's jobs now in `status`, scored by creation time: filtered lists read only these."""
-        return f"{self.prefix}:owner:{owner}:jobs:{status}"
-
-    def in_flight_key(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:in-flight"
-
-    def events_key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:events"
-
-    def idempotency_key(self, owner: str, digest: str) -> str:
-        return f"{self.prefix}:idempotency:{owner}:{digest}"
-
-    def pending_key(self) -> str:
-        """Jobs admitted whose queue entry is not confirmed yet (see admit / abandon / confirm)."""
-        return f"{self.prefix}:admission:pending"
-
-    def workers_key(self) -> str:
-        return f"{self.prefix}:workers"
-
-    def active_key(self, status: str) -> str:
-        return f"{self.prefix}:active:{status}"
-
-    def finished_counter_key(self, status: str) -> str:
-        return f"{self.prefix}:finished:{status}"
-
     # Reads
     def get(self, job_id: str) -> JobRecord | None:
-        raw = self.redis.hgetall(self.record_key(job_id))
+        raw = self.redis.hgetall(self.keys.record(job_id))
         if not raw:
             return None
         return JobRecord({_text(k): json.loads(v) for k, v in raw.items()})
@@ -251,12 +316,12 @@ class JobStore:
         """Newest first (or oldest first); returns the page and the offset of the next one (None at the
         end). A status filter reads that status's index, so a page costs two round trips however long
         the owner's history is."""
-        index = self.owner_index_key(owner) if status is None else self.owner_status_key(owner, status)
+        index = self.keys.owner_jobs(owner) if status is None else self.keys.owner_jobs_in(owner, status)
         read = self.redis.zrange if oldest_first else self.redis.zrevrange
         ids = [_text(job_id) for job_id in read(index, offset, offset + limit)]
         pipe = self.redis.pipeline()
         for job_id in ids[:limit]:
-            pipe.hgetall(self.record_key(job_id))
+            pipe.hgetall(self.keys.record(job_id))
         records, expired = [], []
         for job_id, raw in zip(ids, pipe.execute(), strict=False):
             if raw:
@@ -271,23 +336,23 @@ class JobStore:
     def position_for_owner(self, owner: str, job_id: str, *, oldest_first: bool = False) -> int | None:
         """Where a job stands in its owner's list (the offset of the job after it is this plus one)."""
         rank = self.redis.zrank if oldest_first else self.redis.zrevrank
-        return rank(self.owner_index_key(owner), job_id)
+        return rank(self.keys.owner_jobs(owner), job_id)
 
     def count_in_flight(self, owner: str) -> int:
-        return int(self.redis.scard(self.in_flight_key(owner)))
+        return int(self.redis.scard(self.keys.in_flight(owner)))
 
     def status_counts(self) -> dict[str, int]:
         """Jobs now queued or running, and jobs finished per terminal status since the store began."""
         pipe = self.redis.pipeline()
         for status in ACTIVE:
-            pipe.scard(self.active_key(status))
+            pipe.scard(self.keys.active(status))
         for status in TERMINAL:
-            pipe.get(self.finished_counter_key(status))
+            pipe.get(self.keys.finished_count(status))
         values = pipe.execute()
         return {status: int(value or 0) for status, value in zip(ACTIVE + TERMINAL, values, strict=True)}
 
     def active_ids(self, status: str) -> list[str]:
-        return [_text(job_id) for job_id in self.redis.smembers(self.active_key(status))]
+        return [_text(job_id) for job_id in self.redis.smembers(self.keys.active(status))]
 
     # Writes
     def admit(
@@ -310,9 +375,9 @@ class JobStore:
         claim = json.dumps({"job_id": job_id, "body": body_hash}) if idempotency_slot else ""
         for _ in range(10):
             limited = max_in_flight is not None
-            members = [_text(m) for m in self.redis.smembers(self.in_flight_key(owner))] if limited else []
+            members = [_text(m) for m in self.redis.smembers(self.keys.in_flight(owner))] if limited else []
             keys = self._admission_keys(job_id, owner, idempotency_slot)
-            keys += [self.record_key(member) for member in members]
+            keys += [self.keys.record(member) for member in members]
             limit = "" if max_in_flight is None else max_in_flight
             args: list[Any] = [job_id, self.ttl_seconds, limit, time.time(), claim, idempotency_ttl]
             args += [len(members), *members]
@@ -329,7 +394,7 @@ class JobStore:
 
     def confirm(self, job_id: str) -> None:
         """The admitted job's queue entry exists: it is no longer pending."""
-        self.redis.zrem(self.pending_key(), job_id)
+        self.redis.zrem(self.keys.pending_admissions(), job_id)
 
     def abandon(self, job_id: str, owner: str, idempotency_slot: str | None = None) -> None:
         """Undo an admission whose job could not be queued: no record, no count, no idempotency claim."""
@@ -338,18 +403,19 @@ class JobStore:
     def _admission_keys(self, job_id: str, owner: str, idempotency_slot: str | None) -> list[str]:
         """The keys admission writes and abandoning undoes, in the order both scripts read them."""
         return [
-            self.record_key(job_id),
-            self.owner_index_key(owner),
-            self.owner_status_key(owner, QUEUED),
-            self.in_flight_key(owner),
-            self.active_key(QUEUED),
+            self.keys.record(job_id),
+            self.keys.owner_jobs(owner),
+            self.keys.owner_jobs_in(owner, QUEUED),
+            self.keys.in_flight(owner),
+            self.keys.active(QUEUED),
             # Without an idempotency key the scripts still get a key here, one no request can claim.
-            idempotency_slot or self.idempotency_key(owner, "-"),
-            self.pending_key(),
+            idempotency_slot or self.keys.idempotency(owner, "-"),
+            self.keys.pending_admissions(),
         ]
 
     def pending_since(self, before: float) -> list[str]:
-        return [_text(job_id) for job_id in self.redis.zrangebyscore(self.pending_key(), 0, before)]
+        pending = self.redis.zrangebyscore(self.keys.pending_admissions(), 0, before)
+        return [_text(job_id) for job_id in pending]
 
     def create(self, owner: str, fields: Mapping[str, Any], job_id: str | None = None) -> JobRecord:
         """A queued job record without limits or a queue entry (tools and tests; the API admits)."""
@@ -382,17 +448,17 @@ class JobStore:
         """Forget a job: its record and its place in the owner's list (finished jobs only: live ones are
         also in the active and in-flight sets, which the status transitions keep)."""
         pipe = self.redis.pipeline()
-        pipe.delete(self.record_key(job_id), self.events_key(job_id))
-        pipe.zrem(self.owner_index_key(owner), job_id)
+        pipe.delete(self.keys.record(job_id), self.keys.events(job_id))
+        pipe.zrem(self.keys.owner_jobs(owner), job_id)
         for status in STATUSES:
-            pipe.zrem(self.owner_status_key(owner, status), job_id)
+            pipe.zrem(self.keys.owner_jobs_in(owner, status), job_id)
         pipe.execute()
 
     def transition_keys(self, job_id: str, owner: str) -> list[str]:
-        keys = [self.record_key(job_id), self.events_key(job_id), self.in_flight_key(owner)]
+        keys = [self.keys.record(job_id), self.keys.events(job_id), self.keys.in_flight(owner)]
         for status in STATUSES:
-            keys += [self.owner_status_key(owner, status), self.active_key(status)]
-            keys.append(self.finished_counter_key(status))
+            keys += [self.keys.owner_jobs_in(owner, status), self.keys.active(status)]
+            keys.append(self.keys.finished_count(status))
         return keys
 
     def transition(
@@ -410,7 +476,7 @@ class JobStore:
         was requested (with `unless_canceled`) and `attempt` still holds the job (when given): an
         attempt another one has replaced writes nothing. Returns 0 when refused, else 1, or with
         `new_attempt` the number of the attempt it started (the fencing token of that attempt)."""
-        owner = self.redis.hget(self.record_key(job_id), "owner")
+        owner = self.redis.hget(self.keys.record(job_id), "owner")
         if owner is None:
             return False
         args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds]
@@ -430,7 +496,7 @@ class JobStore:
         return bool(self.transition(job_id, allowed=ACTIVE, fields={"cancel_requested": True}))
 
     def cancel_requested(self, job_id: str) -> bool:
-        raw = self.redis.hget(self.record_key(job_id), "cancel_requested")
+        raw = self.redis.hget(self.keys.record(job_id), "cancel_requested")
         return raw is not None and json.loads(raw) is True
 
     def claim(self, job_id: str, worker: str, eta_seconds: float | None = None) -> int:
@@ -472,6 +538,14 @@ class JobStore:
                 attempt=attempt,
             )
         )
+
+    def publish(
+        self, job_id: str, attempt: int, result: Mapping[str, Any], timings: Mapping[str, float]
+    ) -> bool:
+        """Make `attempt`'s files the job's result and the job succeeded, in one step; refused when a
+        cancel came first (it wins) or another attempt holds the job (see docs/design.md)."""
+        fields = {"result": result, "published_attempt": attempt, "timings": timings}
+        return self.finish(job_id, SUCCEEDED, fields, attempt=attempt)
 
     def fail(self, job_id: str, code: str, message: str, attempt: int | None = None) -> bool:
         return self.finish(job_id, FAILED, {"error": {"code": code, "message": message}}, attempt)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from app.jobs import ACTIVE
+
 if TYPE_CHECKING:
     from app.deps import Services
 
@@ -30,14 +32,6 @@ JOBS_SUBMITTED = Counter(
 )
 
 
-def stage_metrics_key(prefix: str, stage: str) -> str:
-    return f"{prefix}:metrics:stage:{stage}"
-
-
-def gpu_metrics_key(prefix: str, worker: str) -> str:
-    return f"{prefix}:metrics:gpu:{worker}"
-
-
 class FleetCollector:
     """Reads the shared state in Redis on every scrape."""
 
@@ -45,12 +39,12 @@ class FleetCollector:
         self.services = services
 
     def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
-        store, prefix = self.services.store, self.services.settings.key_prefix
+        store = self.services.store
         counts = store.status_counts()
         active = GaugeMetricFamily("show1_jobs", "Jobs now queued or running.", labels=["status"])
         finished = CounterMetricFamily("show1_jobs_finished", "Jobs finished, by status.", labels=["status"])
         for status, value in counts.items():
-            (active if status in ("queued", "running") else finished).add_metric([status], value)
+            (active if status in ACTIVE else finished).add_metric([status], value)
         yield active
         yield finished
         yield GaugeMetricFamily(
@@ -61,7 +55,7 @@ class FleetCollector:
             "show1_stage_seconds", "Seconds spent per cascade stage.", labels=["stage"]
         )
         runs = CounterMetricFamily("show1_stage_runs", "Cascade stage runs completed.", labels=["stage"])
-        for key in self.services.redis.scan_iter(match=stage_metrics_key(prefix, "*")):
+        for key in self.services.redis.scan_iter(match=store.keys.stage_metrics("*")):
             stage = key.decode().rsplit(":", 1)[-1]
             values = self.services.redis.hgetall(key)
             seconds.add_metric([stage], float(values.get(b"seconds", 0)))
@@ -72,7 +66,7 @@ class FleetCollector:
         gpu = GaugeMetricFamily(
             "show1_worker_gpu_memory_bytes", "GPU memory per worker.", labels=["worker", "kind"]
         )
-        for key in self.services.redis.scan_iter(match=gpu_metrics_key(prefix, "*")):
+        for key in self.services.redis.scan_iter(match=store.keys.gpu_metrics("*")):
             worker = key.decode().split(":gpu:", 1)[-1]
             for kind, value in self.services.redis.hgetall(key).items():
                 gpu.add_metric([worker, kind.decode()], float(value))

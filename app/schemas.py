@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
+from app.jobs import JOB_STAGES, JobStatus
 from models.params import KEYFRAME_MULTIPLE, KeyframeDropout, StageGuidance, StageSteps
 
 _STEPS = StageSteps()
 _GUIDANCE = StageGuidance()
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
-Stage = Literal["keyframes", "interpolation", "first_frame_sr", "pixel_sr", "latent_sr", "encoding"]
+Stage = Literal[JOB_STAGES]
 
 
 class StepsOverride(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from app.jobs import JobRecord, JobStore
+from app.jobs import JobRecord, JobStore, Keys
 from app.openai_translate import video_event
 from app.storage import Storage
 from app.views import render_job
@@ -26,13 +26,13 @@ DELIVERY_TTL_SECONDS = 7 * 24 * 3600
 
 
 class WebhookOutbox:
-    def __init__(self, connection: redis.Redis, prefix: str) -> None:
+    def __init__(self, connection: redis.Redis, keys: Keys) -> None:
         self.redis = connection
-        self.due_key = f"{prefix}:webhooks:due"
-        self.prefix = prefix
+        self.keys = keys
+        self.due_key = keys.webhooks_due()
 
     def delivery_key(self, delivery_id: str) -> str:
-        return f"{self.prefix}:webhook:{delivery_id}"
+        return self.keys.webhook(delivery_id)
 
     def schedule(self, url: str, payload: dict[str, Any]) -> str:
         """Queue one event for delivery; its id is the `webhook-id` of every attempt."""

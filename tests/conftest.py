@@ -17,6 +17,8 @@ import httpx
 import pytest
 import redis
 
+from app.jobs import Keys
+
 REDIS_URL = os.environ.get("SHOW1_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +53,9 @@ def namespace(redis_connection: redis.Redis) -> Iterator[str]:
 
 def delete_namespace(connection: redis.Redis, name: str) -> None:
     """Every key of a namespace, and RQ's per-job keys of its jobs (named by job id alone)."""
-    job_ids = [key.decode().rsplit(":", 1)[-1] for key in connection.scan_iter(match=f"{name}:job:*")]
-    keys = [*connection.scan_iter(match=f"{name}:*"), *connection.scan_iter(match=f"rq:*{name}*")]
+    records = connection.scan_iter(match=Keys(name).record("*"))
+    job_ids = [key.decode().rsplit(":", 1)[-1] for key in records]
+    keys = [*connection.scan_iter(match=f"{{{name}}}:*"), *connection.scan_iter(match=f"rq:*{name}*")]
     keys += [f"rq:{kind}:{job_id}" for job_id in job_ids for kind in ("job", "results")]
     if keys:
         connection.delete(*keys)

@@ -17,7 +17,6 @@ from typing import Any
 import redis
 
 from app.jobs import JobStore
-from app.metrics import stage_metrics_key
 from models.cost import stage_costs
 from models.errors import GenerationCancelled
 
@@ -89,9 +88,8 @@ class JobProgress:
         steps_per_stage: dict[str, int],
         stage_costs: dict[str, float],
         throughput: Throughput,
-        prefix: str,
     ) -> None:
-        self.store, self.job_id, self.prefix = store, job_id, prefix
+        self.store, self.job_id = store, job_id
         self.attempt: int | None = None  # set once the job is claimed: every write is fenced by it
         self.steps = steps_per_stage
         self.costs = stage_costs
@@ -129,8 +127,8 @@ class JobProgress:
         self.throughput.record(stage, seconds, self.costs[stage])
         try:
             pipe = self.store.redis.pipeline()
-            pipe.hincrbyfloat(stage_metrics_key(self.prefix, stage), "seconds", seconds)
-            pipe.hincrby(stage_metrics_key(self.prefix, stage), "count", 1)
+            pipe.hincrbyfloat(self.store.keys.stage_metrics(stage), "seconds", seconds)
+            pipe.hincrby(self.store.keys.stage_metrics(stage), "count", 1)
             pipe.execute()
         except redis.RedisError as error:
             log.warning("stage metrics not written: %s", error)

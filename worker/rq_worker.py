@@ -89,11 +89,9 @@ class Show1Worker(SimpleWorker):
     def _report_gpu_memory(self) -> None:
         import torch
 
-        from app.metrics import gpu_metrics_key
-
         if not torch.cuda.is_available():
             return
-        key = gpu_metrics_key(self.settings.key_prefix, runtime.current().name)
+        key = runtime.current().store.keys.gpu_metrics(runtime.current().name)
         pipe = self.connection.pipeline()
         pipe.hset(
             key,

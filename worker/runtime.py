@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from app.jobs import JobStore
+from app.jobs import JobStore, Keys
 from app.settings import Settings
 from app.storage import Storage, make_storage
 from models.weights import CHECKPOINT_FOLDERS
@@ -87,7 +87,7 @@ def load_runtime(settings: Settings) -> WorkerRuntime:
         redis=connection,
         store=JobStore(connection, settings.key_prefix, settings.job_record_ttl_seconds),
         storage=make_storage(settings),
-        webhooks=WebhookQueue(connection, settings.key_prefix),
+        webhooks=WebhookQueue(connection, Keys(settings.key_prefix)),
         cascade=cascade,
         throughput=throughput,
         name=f"{socket.gethostname()}-{os.getpid()}",

@@ -10,6 +10,7 @@ import redis
 import schemathesis
 from schemathesis.checks import not_a_server_error
 
+from app.jobs import Keys
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import REDIS_URL, delete_namespace
@@ -31,7 +32,7 @@ connection = redis.Redis.from_url(REDIS_URL)
 
 
 def jobs_and_queue() -> tuple[int, int]:
-    owner_index = next(iter(connection.scan_iter(match=f"{NAMESPACE}:owner:*:jobs")), None)
+    owner_index = next(iter(connection.scan_iter(match=Keys(NAMESPACE).owner_jobs("*"))), None)
     jobs = connection.zcard(owner_index) if owner_index else 0
     return jobs, connection.llen(f"rq:queue:{NAMESPACE}")
 

@@ -74,7 +74,7 @@ def test_an_admission_left_pending_by_a_dead_api_is_settled(
     queue = Queue(namespace, connection=redis_connection)
     # Admitted, then the API process died before queueing it: the client never got its 202.
     lost = store.admit("owner", {"params": {}, "idempotency_slot": None}, max_in_flight=1).record
-    redis_connection.zadd(store.pending_key(), {lost.id: time.time() - 120})
+    redis_connection.zadd(store.keys.pending_admissions(), {lost.id: time.time() - 120})
     assert store.admit("owner", {"params": {}}, max_in_flight=1).outcome == "limit"
     assert settle_pending_admissions(store, queue) == 1
     assert store.get(lost.id) is None and store.count_in_flight("owner") == 0

@@ -18,6 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from app.egress import EgressPolicy
+from app.jobs import Keys
 from tests.api.test_api import AUTH, make_client, queued
 from tests.conftest import REDIS_URL, REPO, wait_for
 from worker.webhooks import WebhookQueue, WebhookSender
@@ -69,7 +70,7 @@ def receivers() -> Iterator[list[Receiver]]:
 
 
 def sender(namespace: str, allowed: list[str], deadline: float = 2.0) -> WebhookSender:
-    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), namespace)
+    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), Keys(namespace))
     thread = WebhookSender(queue, "", deadline, 6, EgressPolicy.from_hosts(allowed))
     thread.start()
     return thread
@@ -105,13 +106,13 @@ def test_an_allowlisted_private_host_is_accepted(namespace: str, tmp_path: Path)
 
 def test_delivery_refuses_a_name_that_now_resolves_inward(namespace: str, receivers: list[Receiver]) -> None:
     receivers.append(receiver := Receiver())
-    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), namespace)
+    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), Keys(namespace))
     port = receiver.url.split(":")[2].split("/")[0]
     delivery = queue.schedule(f"http://localhost:{port}/hook", {"type": "video.completed"})
     thread = sender(namespace, allowed=[])  # nothing allowlisted: localhost is 127.0.0.1
     try:
         wait_for(
-            lambda: not queue.redis.exists(f"{namespace}:webhook:{delivery}"),
+            lambda: not queue.redis.exists(queue.delivery_key(delivery)),
             20,
             "the delivery to be dropped",
         )
@@ -124,13 +125,14 @@ def test_delivery_refuses_a_name_that_now_resolves_inward(namespace: str, receiv
 def test_a_delivery_survives_a_killed_sender(namespace: str, receivers: list[Receiver]) -> None:
     receivers.append(receiver := Receiver())
     receiver.hold.set()
-    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), namespace)
+    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), Keys(namespace))
     delivery = queue.schedule(receiver.url, {"type": "video.completed", "data": {"id": "v1"}})
     # A sender in a process of its own, killed while the receiver sits on the request.
     script = (
         "import redis\nfrom app.egress import EgressPolicy\n"
+        "from app.jobs import Keys\n"
         "from worker.webhooks import WebhookQueue, WebhookSender\n"
-        f"queue = WebhookQueue(redis.Redis.from_url({REDIS_URL!r}), {namespace!r})\n"
+        f"queue = WebhookQueue(redis.Redis.from_url({REDIS_URL!r}), Keys({namespace!r}))\n"
         "WebhookSender(queue, '', 1.0, 6, EgressPolicy.from_hosts(['127.0.0.1'])).run()\n"
     )
     doomed = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
@@ -144,9 +146,7 @@ def test_a_delivery_survives_a_killed_sender(namespace: str, receivers: list[Rec
     thread = sender(namespace, allowed=["127.0.0.1"], deadline=1.0)
     try:
         wait_for(lambda: len(receiver.hits) >= 2, 30, "the delivery after the sender was killed")
-        wait_for(
-            lambda: not queue.redis.exists(f"{namespace}:webhook:{delivery}"), 10, "the delivery settled"
-        )
+        wait_for(lambda: not queue.redis.exists(queue.delivery_key(delivery)), 10, "the delivery settled")
     finally:
         thread.stopped.set()
         thread.join(5)
@@ -158,7 +158,7 @@ def test_a_delivery_survives_a_killed_sender(namespace: str, receivers: list[Rec
 def test_a_dripping_receiver_delays_nobody(namespace: str, receivers: list[Receiver]) -> None:
     receivers.append(slow := Receiver(drip=True))
     receivers.append(fast := Receiver())
-    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), namespace)
+    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), Keys(namespace))
     dripped = queue.schedule(slow.url, {"n": 1})
     queue.schedule(fast.url, {"n": 2})
     started = time.monotonic()
@@ -167,7 +167,7 @@ def test_a_dripping_receiver_delays_nobody(namespace: str, receivers: list[Recei
         wait_for(lambda: fast.hits, 10, "the other receiver's delivery")
         assert fast.hits[0][0] - started < 3.0
         # The dripping delivery is cut at its deadline and scheduled again, not held for minutes.
-        key = f"{namespace}:webhook:{dripped}"
+        key = queue.delivery_key(dripped)
         wait_for(lambda: queue.redis.hget(key, "attempts") == b"1", 10, "the dripping delivery's deadline")
         assert time.monotonic() - started < 8.0
     finally:
@@ -180,7 +180,7 @@ def test_canceling_a_queued_job_emits_its_event(namespace: str, tmp_path: Path) 
         body = {"prompt": "a cat", "webhook_url": "http://127.0.0.1:9/hook"}
         job = client.post("/v1/videos", json=body, headers=AUTH).json()
         assert client.delete(f"/v1/videos/{job['id']}", headers=AUTH).json()["status"] == "canceled"
-    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), namespace)
+    queue = WebhookQueue(redis.Redis.from_url(REDIS_URL), Keys(namespace))
     (delivery,) = queue.redis.zrange(queue.due_key, 0, -1)
     payload = json.loads(queue.redis.hget(queue.delivery_key(delivery.decode()), "body"))
     assert payload["event"] == "job.canceled" and payload["job"]["id"] == job["id"]

@@ -54,7 +54,7 @@ def test_eta_and_progress_of_a_running_job(
     store = JobStore(redis_connection, namespace, 3600)
     job = store.create("owner", {"params": PAPER.to_dict()})
     throughput = Throughput()
-    progress = JobProgress(store, job.id, {"a": 2, "b": 2}, {"a": 1.0, "b": 3.0}, throughput, namespace)
+    progress = JobProgress(store, job.id, {"a": 2, "b": 2}, {"a": 1.0, "b": 3.0}, throughput)
     assert store.claim(job.id, "w", eta_seconds=progress.eta_seconds())
 
     clock.now = 101.0

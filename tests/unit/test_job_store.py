@@ -37,7 +37,7 @@ def test_every_write_is_an_event(redis_connection: redis.Redis, namespace: str) 
     store.update_running(job.id, {"progress": 0.2})  # a lower estimate: the stored value stays
     store.update_running(job.id, {"preview_url": "/v1/videos/x/preview"})
     store.finish(job.id, SUCCEEDED)
-    entries = redis_connection.xrange(store.events_key(job.id))
+    entries = redis_connection.xrange(store.keys.events(job.id))
     events = [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _, fields in entries]
     assert [name for name, _ in events] == ["status", "progress", "progress", "preview", "status"]
     assert events[0][1]["status"] == RUNNING and events[0][1]["eta_seconds"] == 12.0
