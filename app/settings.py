@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the queue and job records.")
     queue_name: str = Field("show1", description="RQ queue the API fills and the GPU workers drain.")
     key_prefix: str = Field("show1", description="Prefix of every Redis key the service writes.")
-    job_timeout_seconds: int = Field(3600, ge=60, description="A job running longer than this is failed.")
+    job_timeout_seconds: int = Field(3600, ge=10, description="A job running longer than this is failed.")
     job_retries: int = Field(2, ge=0, le=10, description="Re-runs after a worker crash or storage fault.")
     job_record_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=3600, description="How long job records stay readable through the API."

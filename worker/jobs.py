@@ -15,7 +15,7 @@ import redis
 from PIL import Image
 from rq.timeouts import JobTimeoutException
 
-from app.jobs import CANCELED, FAILED, RUNNING, SUCCEEDED, utc_now
+from app.jobs import CANCELED, ENCODING, FAILED, RUNNING, SUCCEEDED, utc_now
 from app.logs import current_job_id
 from app.storage import (
     StorageError,
@@ -34,7 +34,7 @@ from worker.reporting import AttemptSuperseded, JobProgress
 log = logging.getLogger("show1.worker")
 T = TypeVar("T")
 
-UPLOAD_BACKOFF_SECONDS = (1, 2, 5, 10, 20, 30)
+BACKOFF_SECONDS = (1, 2, 5, 10, 20, 30)
 SPRITE_FRAMES = 16  # at most this many frames, evenly spaced, first and last included
 SPRITE_COLUMNS = 4
 SPRITE_TILE_WIDTH = 256  # frames wider than this are scaled down to it in the sheet
@@ -103,7 +103,6 @@ def generate_video(job_id: str) -> str:
                 steps_per_stage(params),
                 stage_costs(params),
                 rt.throughput,
-                rt.settings.key_prefix,
             )
         # The ETA from this worker's pace is there from the moment the job shows as running.
         eta = progress.eta_seconds() if progress else None
@@ -129,13 +128,15 @@ def generate_video(job_id: str) -> str:
             return CANCELED
         except ValueError as error:
             return _fail(job_id, "invalid_parameters", str(error), attempt)
-        except (MemoryError, JobTimeoutException, *_out_of_memory_errors()) as error:
+        except Exception as error:
+            if not is_out_of_resources(error):
+                raise
             # The same job would fail the same way on any retry: fail it now, for good.
             log.warning("out of memory or time: %s", error)
             return _fail(job_id, "resource_exhausted", attempt=attempt)
 
         if not _with_redis_retries(
-            lambda: rt.store.update_running(job_id, {"stage": "encoding", "eta_seconds": None}, attempt)
+            lambda: rt.store.update_running(job_id, {"stage": ENCODING, "eta_seconds": None}, attempt)
         ):
             return _discard_attempt(job_id, attempt)
         mp4 = encode_mp4(result.frames, fps=params.fps)
@@ -153,30 +154,22 @@ def generate_video(job_id: str) -> str:
             "finished_at": utc_now(),
         }
         # This attempt's own files; the record points at them only if this attempt wins the publish.
-        _upload(job_id, video_key(job_id, attempt), mp4, "video/mp4")
-        _upload(job_id, thumbnail_key(job_id, attempt), thumbnail_jpeg(result.frames), "image/jpeg")
-        _upload(job_id, spritesheet_key(job_id, attempt), spritesheet_jpeg(result.frames), "image/jpeg")
+        _upload(video_key(job_id, attempt), mp4, "video/mp4")
+        _upload(thumbnail_key(job_id, attempt), thumbnail_jpeg(result.frames), "image/jpeg")
+        _upload(spritesheet_key(job_id, attempt), spritesheet_jpeg(result.frames), "image/jpeg")
         document_bytes = json.dumps(document, indent=2).encode()
-        _upload(job_id, record_key(job_id, attempt), document_bytes, "application/json")
+        _upload(record_key(job_id, attempt), document_bytes, "application/json")
+        result_fields = {
+            "url": "",
+            "content_type": "video/mp4",
+            "bytes": len(mp4),
+            "width": width,
+            "height": height,
+            "frames": frames,
+            "fps": params.fps,
+        }
         published = _with_redis_retries(
-            lambda: rt.store.finish(
-                job_id,
-                SUCCEEDED,
-                {
-                    "result": {
-                        "url": "",
-                        "content_type": "video/mp4",
-                        "bytes": len(mp4),
-                        "width": width,
-                        "height": height,
-                        "frames": frames,
-                        "fps": params.fps,
-                    },
-                    "published_attempt": attempt,
-                    "timings": document["timings"],
-                },
-                attempt=attempt,
-            )
+            lambda: rt.store.publish(job_id, attempt, result_fields, timings=document["timings"])
         )
         if not published:
             return _not_published(job_id, attempt)
@@ -257,10 +250,14 @@ USER_MESSAGES = {
 }
 
 
-def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+def is_out_of_resources(error: BaseException) -> bool:
+    """Out of GPU or host memory, or past the job's time limit: deterministic for a given job."""
     import torch
 
-    return (torch.OutOfMemoryError,)
+    if isinstance(error, MemoryError | JobTimeoutException | torch.OutOfMemoryError):
+        return True
+    # PyTorch's CPU allocator raises a plain RuntimeError.
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
 
 
 def _fail(job_id: str, code: str, detail: str = "", attempt: int | None = None) -> str:
@@ -272,31 +269,27 @@ def _fail(job_id: str, code: str, detail: str = "", attempt: int | None = None) 
     return record.status if record else "missing"
 
 
-def _with_redis_retries(write: Callable[[], T]) -> T:
-    """A record write after the video exists: wait out a Redis restart rather than lose the video."""
-    for attempt, delay in enumerate((*UPLOAD_BACKOFF_SECONDS, None), start=1):
+def _with_retries(what: str, write: Callable[[], T], errors: type[Exception]) -> T:
+    """A write after the video exists: wait out a storage outage or a Redis restart (usually short)
+    rather than lose an expensive video; the last failure is raised."""
+    for attempt, delay in enumerate((*BACKOFF_SECONDS, None), start=1):
         try:
             return write()
-        except redis.RedisError as error:
+        except errors as error:
             if delay is None:
                 raise
-            log.warning("job record not written (attempt %d): %s; retrying in %ss", attempt, error, delay)
+            log.warning("%s failed (attempt %d): %s; retrying in %ss", what, attempt, error, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
 
-def _upload(job_id: str, key: str, data: bytes, content_type: str) -> None:
-    """Retry a while before giving up: storage outages are usually short and the video is expensive."""
+def _with_redis_retries(write: Callable[[], T]) -> T:
+    return _with_retries("job record write", write, redis.RedisError)
+
+
+def _upload(key: str, data: bytes, content_type: str) -> None:
     storage = runtime.current().storage
-    for attempt, delay in enumerate((*UPLOAD_BACKOFF_SECONDS, None), start=1):
-        try:
-            storage.put(key, data, content_type)
-            return
-        except StorageError as error:
-            if delay is None:
-                raise
-            log.warning("upload of %s failed (attempt %d): %s; retrying in %ss", key, attempt, error, delay)
-            time.sleep(delay)
+    _with_retries(f"upload of {key}", lambda: storage.put(key, data, content_type), StorageError)
 
 
 def _preview_uploader(job_id: str, attempt: int) -> Callable[[str, Any], None]:

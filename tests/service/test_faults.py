@@ -191,3 +191,19 @@ def _pings(port: int) -> bool:
         return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
     except redis.RedisError:
         return False
+
+
+def test_a_job_past_its_time_limit_fails_once_as_resource_exhausted(
+    processes: Processes, namespace: str, tiny_preset: Path, tmp_path: Path
+):
+    # The same job would time out again: no retry, however many the queue allows.
+    env = service_env(namespace, tiny_preset, tmp_path, SHOW1_JOB_TIMEOUT_SECONDS="10", SHOW1_JOB_RETRIES="3")
+    base = processes.api(env)
+    processes.worker(env)
+    submitted = submit(base, steps={**FAST_REQUEST["steps"], "sr1": 200})
+    final, _ = poll_to_end(base, submitted["id"], timeout=120)
+    assert final["status"] == "failed" and final["attempts"] == 1, processes.logs()
+    assert final["error"]["code"] == "resource_exhausted"
+    assert "smaller sizes" in final["error"]["message"]
+    time.sleep(3)
+    assert job(base, submitted["id"])["attempts"] == 1
