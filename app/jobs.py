@@ -448,7 +448,8 @@ class JobStore:
         """Forget a job: its record and its place in the owner's list (finished jobs only: live ones are
         also in the active and in-flight sets, which the status transitions keep)."""
         pipe = self.redis.pipeline()
-        pipe.delete(self.keys.record(job_id), self.keys.events(job_id))
+        for key in (self.keys.record(job_id), self.keys.events(job_id)):
+            pipe.delete(key)  # one key per command: a cluster pipeline refuses multi-key deletes
         pipe.zrem(self.keys.owner_jobs(owner), job_id)
         for status in STATUSES:
             pipe.zrem(self.keys.owner_jobs_in(owner, status), job_id)
