@@ -19,8 +19,6 @@ class StorageError(Exception):
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
-    def exists(self, key: str) -> bool: ...
-
     def delete(self, key: str) -> None:
         """Remove the object; a missing one is not an error."""
         ...
@@ -104,17 +102,6 @@ class S3Storage:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"S3 upload of {key} failed: {error}") from error
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise StorageError(f"S3 lookup of {key} failed: {error}") from error
-        except BotoCoreError as error:
-            raise StorageError(f"S3 lookup of {key} failed: {error}") from error
-        return True
 
     def delete(self, key: str) -> None:
         try:
