@@ -114,24 +114,26 @@ class Keys:
         return self._key("auth-failures", client, window)
 
 
-def _lua_set(statuses: Iterable[JobStatus]) -> str:
-    """A Lua table literal whose keys are the statuses as the records store them (JSON strings)."""
-    return "{" + ", ".join(f"[{json.dumps(json.dumps(str(s)))}] = true" for s in statuses) + "}"
+# The status vocabulary as the scripts see it, written from JobStatus: STATUSES in order, ACTIVE a set.
+_LUA_STATUSES = (
+    f"local STATUSES = {{{', '.join(json.dumps(str(status)) for status in STATUSES)}}}\n"
+    f"local ACTIVE = {{{', '.join(f'[{json.dumps(str(status))}] = true' for status in ACTIVE)}}}\n"
+)
 
 
 # Every key the script touches comes in KEYS, in the order JobStore.transition_keys builds them: the
 # record, its event stream, the owner's in-flight set, then per status (STATUSES order) the owner's
 # index of its jobs in that status, the set of active jobs in that status and the counter of jobs
 # that ended in it. ARGV: job id, allowed current statuses (comma-separated), new status ("" keeps it),
-# TTL, "1" when a requested cancel must win over this write (publishing a video), the statuses in
-# STATUSES order, the attempt that must hold the job ("" for any: its fencing token), "1" to start a
-# new attempt (the script then returns its number), then field/value pairs. The status sets are
+# TTL, "1" when a requested cancel must win over this write (publishing a video), the attempt that
+# must hold the job ("" for any: its fencing token), "1" to start a new attempt (the script then
+# returns its number), then field/value pairs. The status sets are
 # derived here from the status read inside the script, so they cannot go stale between a read and the
 # write. While a job runs its progress only grows (a retried attempt starts from zero again, and a
 # client must not see that). Every write appends one event to the stream in the same step, so a reader
 # of the stream misses no change: "status" when the status changes, "preview" when the keyframe
 # preview appears, "progress" otherwise; its data is the changed fields as one JSON object.
-_TRANSITION = """
+_TRANSITION = _LUA_STATUSES + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
 current = cjson.decode(current)
@@ -141,14 +143,14 @@ for status in string.gmatch(ARGV[2], '[^,]+') do
 end
 if not allowed then return 0 end
 if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 0 end
-if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[7] then return 0 end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[6] then return 0 end
 local id, new, ttl = ARGV[1], ARGV[3], tonumber(ARGV[4])
 local result = 1
-if ARGV[8] == '1' then result = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-local slot, count = {}, 0
-for status in string.gmatch(ARGV[6], '[^,]+') do slot[status] = 3 + 3 * count; count = count + 1 end
+if ARGV[7] == '1' then result = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+local slot = {}
+for i, status in ipairs(STATUSES) do slot[status] = 3 * i end
 local changed, event = {}, 'progress'
-for i = 9, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   if name == 'progress' and new == '' then
     local old = redis.call('HGET', KEYS[1], 'progress')
@@ -166,7 +168,7 @@ if new ~= '' and new ~= current then
   redis.call('ZADD', KEYS[to + 1], since, id)
   redis.call('EXPIRE', KEYS[to + 1], ttl)
   redis.call('SREM', KEYS[from + 2], id)
-  if new == 'queued' or new == 'running' then
+  if ACTIVE[new] then
     redis.call('SADD', KEYS[to + 2], id)
   else
     redis.call('SREM', KEYS[3], id)
@@ -191,7 +193,7 @@ return result
 # here: a member whose record ended or expired (a crash between steps, a lost worker) is dropped
 # before counting.
 _ADMIT = (
-    f"local ACTIVE = {_lua_set(ACTIVE)}\n"
+    _LUA_STATUSES
     + """
 if ARGV[5] ~= '' then
   local claim = redis.call('GET', KEYS[6])
@@ -204,7 +206,7 @@ if ARGV[3] ~= '' then
     local member = ARGV[7 + i]
     if redis.call('SISMEMBER', KEYS[4], member) == 0 then return {'retry'} end
     local status = redis.call('HGET', KEYS[7 + i], 'status')
-    if not status or not ACTIVE[status] then
+    if not status or not ACTIVE[cjson.decode(status)] then
       redis.call('SREM', KEYS[4], member)
     end
   end
@@ -308,7 +310,7 @@ class JobStore:
         raw = self.redis.hgetall(self.keys.record(job_id))
         if not raw:
             return None
-        return JobRecord({_text(k): json.loads(v) for k, v in raw.items()})
+        return _decode(raw)
 
     def list_for_owner(
         self, owner: str, *, status: str | None, offset: int, limit: int, oldest_first: bool = False
@@ -325,7 +327,7 @@ class JobStore:
         records, expired = [], []
         for job_id, raw in zip(ids, pipe.execute(), strict=False):
             if raw:
-                records.append(JobRecord({_text(k): json.loads(v) for k, v in raw.items()}))
+                records.append(_decode(raw))
             else:
                 expired.append(job_id)
         if expired:
@@ -479,9 +481,9 @@ class JobStore:
         `new_attempt` the number of the attempt it started (the fencing token of that attempt)."""
         owner = self.redis.hget(self.keys.record(job_id), "owner")
         if owner is None:
-            return False
+            return 0
         args: list[Any] = [job_id, ",".join(allowed), to or "", self.ttl_seconds]
-        args += ["1" if unless_canceled else "0", ",".join(STATUSES)]
+        args += ["1" if unless_canceled else "0"]
         args += ["" if attempt is None else str(attempt), "1" if new_attempt else "0"]
         for name, value in (fields or {}).items():
             args += [name, json.dumps(value)]
@@ -550,6 +552,10 @@ class JobStore:
 
     def fail(self, job_id: str, code: str, message: str, attempt: int | None = None) -> bool:
         return self.finish(job_id, FAILED, {"error": {"code": code, "message": message}}, attempt)
+
+
+def _decode(raw: Mapping[bytes, bytes]) -> JobRecord:
+    return JobRecord({_text(name): json.loads(value) for name, value in raw.items()})
 
 
 def _text(value: bytes | str) -> str:

@@ -30,6 +30,7 @@ import redis
 from standardwebhooks import Webhook
 
 from app.egress import EgressPolicy, ForbiddenTarget, GuardedTransport
+from app.jobs import Keys
 from app.webhooks import WebhookOutbox
 
 log = logging.getLogger("show1.webhooks")
@@ -60,10 +61,14 @@ def signed_headers(delivery_id: str, body: str, secret: str, now: float | None =
 class WebhookQueue(WebhookOutbox):
     """The outbox as the workers' senders see it: leasing, delivering, rescheduling."""
 
+    def __init__(self, connection: redis.Redis, keys: Keys) -> None:
+        super().__init__(connection, keys)
+        self._lease = connection.register_script(_LEASE)
+
     def lease_due(self, limit: int, lease_seconds: float) -> list[str]:
         """Take up to `limit` due deliveries for `lease_seconds`; each is due again after that."""
-        lease = self.redis.register_script(_LEASE)
-        return [_text(i) for i in lease(keys=[self.due_key], args=[time.time(), lease_seconds, limit])]
+        leased = self._lease(keys=[self.due_key], args=[time.time(), lease_seconds, limit])
+        return [_text(delivery_id) for delivery_id in leased]
 
     async def deliver(
         self,
