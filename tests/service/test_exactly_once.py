@@ -68,14 +68,15 @@ def test_a_frozen_worker_resumed_publishes_nothing(
     env = service_env(namespace, tiny_preset, tmp_path)
     base = processes.api(env)
     frozen = processes.worker(env)
-    body = {"prompt": "split brain", **FAST_REQUEST, "steps": {**FAST_REQUEST["steps"], "sr1": 40}}
+    # 80 pixel-SR steps: long enough to freeze the first attempt mid-stage; the rerun takes ~2 min here.
+    body = {"prompt": "split brain", **FAST_REQUEST, "steps": {**FAST_REQUEST["steps"], "sr1": 20}}
     job = httpx.post(f"{base}/v1/videos", json={**body, "webhook_url": hooks.url}).json()
     url = f"{base}/v1/videos/{job['id']}"
     wait_for(lambda: httpx.get(url).json()["stage"] == "pixel_sr", 120, "the first attempt to reach pixel SR")
     frozen.send_signal(signal.SIGSTOP)
     try:
         processes.worker(env)  # its janitor finds the frozen worker silent and the job runs again here
-        final, _ = poll_to_end(base, job["id"], timeout=240)
+        final, _ = poll_to_end(base, job["id"], timeout=420)
     finally:
         frozen.send_signal(signal.SIGCONT)
     assert final["status"] == "succeeded" and final["attempts"] == 2, processes.logs()
