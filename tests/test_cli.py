@@ -13,7 +13,15 @@ from safetensors import safe_open
 
 from models.video import decode_mp4
 from tests.conftest import REPO
-from tests.models.golden_case import GOLDEN_KEYS, TAME_CASE, case, max_diff, models_dir, recorded
+from tests.models.golden_case import (
+    GOLDEN_KEYS,
+    TAME_CASE,
+    case,
+    max_diff,
+    models_dir,
+    recorded,
+    requires_golden,
+)
 from worker.cli import main
 
 FAST = [
@@ -77,6 +85,7 @@ def test_generate_rejects_bad_options_by_name(
     assert message in result.output
 
 
+@requires_golden
 def test_generate_reproduces_the_reference_run_of_tiny_c(tmp_path: Path):
     """The recorded tiny-c case through the command line, keyframes both ways."""
     c = case(TAME_CASE)

@@ -25,7 +25,9 @@ from models.pipelines.first_frame_sr import upscale_first_frame
 from models.pipelines.latent_sr import resize_frames, to_uint8_frames
 from models.pipelines.pixel_sr import super_resolve_video
 from models.text import PromptEmbeddings
-from tests.models.golden_case import GOLDEN_KEYS, MODELS_DIR, case_params, max_diff, recorded
+from tests.models.golden_case import GOLDEN_KEYS, MODELS_DIR, case_params, max_diff, recorded, requires_golden
+
+pytestmark = requires_golden
 
 THROUGH_SR1_TOLERANCE = 1e-3
 # Fewer steps for tests that check behaviour rather than numbers.

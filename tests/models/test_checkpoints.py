@@ -26,9 +26,11 @@ from tests.models.checkpoint_layouts import (
     read_weights,
     write_layout,
 )
+from tests.models.golden_case import GOLDEN_ROOT, requires_golden
 from worker.supervisor import EXIT_BAD_CHECKPOINTS
 
-TINY_C = REPO / "tests" / "fixtures" / "golden" / "tiny-c" / "models"
+pytestmark = requires_golden
+TINY_C = GOLDEN_ROOT / "tiny-c" / "models"
 # Every component folder with weights, and the class that loads it.
 WEIGHT_COMPONENTS = {
     "show-1-base/text_encoder": T5EncoderModel,

@@ -17,7 +17,9 @@ from models import GenerationResult, Show1Cascade
 from models.pipelines.keyframes import generate_keyframes
 from models.pipelines.pixel_sr import super_resolve_video
 from models.text import PromptEmbeddings
-from tests.models.golden_case import TAME_CASE, case_params, max_diff, models_dir, recorded
+from tests.models.golden_case import TAME_CASE, case_params, max_diff, models_dir, recorded, requires_golden
+
+pytestmark = requires_golden
 
 STAGE_TOLERANCE = 1e-4
 FINAL_TOLERANCE = 1e-3

@@ -17,7 +17,9 @@ from models.pipelines.keyframes import generate_keyframes
 from models.pipelines.latent_sr import latent_super_resolve, resize_frames, to_uint8_frames
 from models.pipelines.pixel_sr import super_resolve_video, super_resolve_window
 from models.text import PromptEmbeddings, encode_clip, encode_t5
-from tests.models.golden_case import MODELS_DIR, case_params, max_diff, recorded, unit_range
+from tests.models.golden_case import MODELS_DIR, case_params, max_diff, recorded, requires_golden, unit_range
+
+pytestmark = requires_golden
 
 CPU = torch.device("cpu")
 PIXEL_TOLERANCE = 1e-4

@@ -9,14 +9,16 @@ import numpy as np
 
 from models import GenerationParams, Show1Cascade, StageSteps
 from models.tiny import make_tiny_preset
+from tests.models.golden_case import GOLDEN_ROOT, requires_golden
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "tiny-a" / "models"
+GOLDEN = GOLDEN_ROOT / "tiny-a" / "models"
 
 
 def relative_files(root: Path) -> set[str]:
     return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
 
 
+@requires_golden
 def test_same_layout_and_config_keys_as_the_published_checkpoints(tiny_preset: Path):
     for folder in GOLDEN.iterdir():
         assert relative_files(tiny_preset / folder.name) == relative_files(folder), folder.name

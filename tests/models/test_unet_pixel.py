@@ -17,8 +17,10 @@ from safetensors.torch import load_file
 
 from models.errors import CheckpointError
 from models.unet_pixel import PixelUNet3DConditionModel
+from tests.models.golden_case import GOLDEN_ROOT, requires_golden
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "tiny-a"
+pytestmark = requires_golden
+GOLDEN = GOLDEN_ROOT / "tiny-a"
 FOLDERS = {
     "base": GOLDEN / "models" / "show-1-base" / "unet",
     "interp": GOLDEN / "models" / "show-1-interpolation" / "unet",
