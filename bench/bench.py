@@ -34,7 +34,7 @@ from models.cascade import MEMORY_MODES  # noqa: E402
 from models.loading import CascadeModels, load_models  # noqa: E402
 from models.params import latent_sr_steps, sr_window_starts  # noqa: E402
 from models.tiny import ensure_tiny_preset  # noqa: E402
-from models.unet_pixel import PixelUNet3DConditionModel  # noqa: E402
+from models.unet_3d import Show1UNet3DConditionModel  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,17 +65,17 @@ def full_size_models(
 
     def unet_config(name: str) -> dict:
         if models_dir is not None:
-            return dict(PixelUNet3DConditionModel.load_config(models_dir / name / "unet"))
+            return dict(Show1UNet3DConditionModel.load_config(models_dir / name / "unet"))
         return json.loads((CONFIGS / f"{name}.unet.json").read_text())
 
     pixel = {name: unet_config(name) for name in ("show-1-base", "show-1-interpolation", "show-1-sr1")}
     return dataclasses.replace(
         tiny,
         t5_encoder=build(lambda: T5EncoderModel(T5Config(**_config("t5-v1_1-xxl.encoder")))),
-        base_unet=build(lambda: PixelUNet3DConditionModel(**pixel["show-1-base"])),
-        interp_unet=build(lambda: PixelUNet3DConditionModel(**pixel["show-1-interpolation"])),
+        base_unet=build(lambda: Show1UNet3DConditionModel(**pixel["show-1-base"])),
+        interp_unet=build(lambda: Show1UNet3DConditionModel(**pixel["show-1-interpolation"])),
         if_unet=build(lambda: UNet2DConditionModel(**_config("IF-II-L-v1.0.unet"))),
-        sr1_unet=build(lambda: PixelUNet3DConditionModel(**pixel["show-1-sr1"])),
+        sr1_unet=build(lambda: Show1UNet3DConditionModel(**pixel["show-1-sr1"])),
         sr2_unet=build(lambda: UNet3DConditionModel(**_config("show-1-sr2.unet"))),
         vae=build(lambda: AutoencoderKL(**_config("show-1-sr2.vae"))),
         clip_encoder=build(lambda: CLIPTextModel(CLIPTextConfig(**_config("show-1-sr2.clip")))),

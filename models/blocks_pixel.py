@@ -12,13 +12,10 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnAddedKVProcessor2_0
-from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
+from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from models.temporal import TemporalTransformer
-
-# The reference builds its temporal convolutions with dropout 0.1; it only matters when training.
-_TEMPORAL_CONV_DROPOUT = 0.1
+from models.temporal import TemporalTransformer, temporal_conv
 
 
 @dataclass(frozen=True)
@@ -83,10 +80,6 @@ class AttentionSettings:
         )
 
 
-def _temporal_conv(channels: int) -> TemporalConvLayer:
-    return TemporalConvLayer(channels, channels, dropout=_TEMPORAL_CONV_DROPOUT)
-
-
 class _PixelBlock(nn.Module):
     """Layers shared by all block kinds: (resnet, temporal conv[, attention, temporal attention]) x n."""
 
@@ -99,7 +92,7 @@ class _PixelBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(resnet.make(c, out_channels) for c in resnet_in_channels)
-        self.temp_convs = nn.ModuleList(_temporal_conv(out_channels) for _ in resnet_in_channels)
+        self.temp_convs = nn.ModuleList(temporal_conv(out_channels) for _ in resnet_in_channels)
         if attention is not None:
             self.attentions = nn.ModuleList(attention.make_spatial(out_channels) for _ in resnet_in_channels)
             self.temp_attentions = nn.ModuleList(
@@ -165,7 +158,7 @@ class PixelMidBlock(nn.Module):
     def __init__(self, channels: int, resnet: ResnetSettings, attention: AttentionSettings) -> None:
         super().__init__()
         self.resnets = nn.ModuleList([resnet.make(channels, channels), resnet.make(channels, channels)])
-        self.temp_convs = nn.ModuleList([_temporal_conv(channels), _temporal_conv(channels)])
+        self.temp_convs = nn.ModuleList([temporal_conv(channels), temporal_conv(channels)])
         self.attentions = nn.ModuleList([attention.make_spatial(channels)])
         self.temp_attentions = nn.ModuleList([attention.make_temporal(channels)])
 
@@ -215,8 +208,12 @@ class PixelUpBlock(_PixelBlock):
         temb: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         num_frames: int,
+        upsample_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """`skips` holds this block's skip connections in down-path order; they are used last first."""
+        """`skips` holds this block's skip connections in down-path order; they are used last first.
+
+        `upsample_size` is accepted for a uniform interface and, as in the reference, not used: the
+        upsampling ResNet always doubles the sides."""
         for index in range(len(self.resnets)):
             hidden_states = torch.cat([hidden_states, skips[-1 - index]], dim=1)
             hidden_states = self._layer(index, hidden_states, temb, encoder_hidden_states, num_frames)

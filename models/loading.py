@@ -1,15 +1,19 @@
-"""Loading the five Show-1 checkpoint folders with the classes this project chooses.
+"""Loading the five Show-1 checkpoint folders, each component as its folder names it.
 
-The published model_index.json files name the reference's own `showone.*` classes, so nothing here
-reads them: each component folder is loaded directly with its class. Loading is strict for every
-component, as diffusers 0.19 was for the reference: weights that are missing, unexpected or of the
-wrong shape, an unreadable file or a missing folder raise CheckpointError naming the folder, so a
-worker fails at start-up instead of serving a partly random model.
+The published model_index.json files name the reference's own classes (`showone.models...`) for the
+showlab UNets: those load into this project's Show1UNet3DConditionModel, which implements that
+class's semantics; a folder that names diffusers' UNet3DConditionModel instead (the older golden
+sets' sr2) loads into diffusers' class, whose semantics differ. Schedulers are the classes their
+configs name (models/schedulers.py). Loading is strict for every component, as diffusers 0.19 was for
+the reference: weights that are missing, unexpected or of the wrong shape, an unreadable file, a
+missing folder, or a class or option this project does not implement raise CheckpointError naming
+the folder, so a worker fails at start-up instead of serving a partly random model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,7 +31,13 @@ from diffusers.models.modeling_utils import ModelMixin
 from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
 from models.errors import CheckpointError
-from models.unet_pixel import PixelUNet3DConditionModel
+from models.schedulers import (
+    PixelScheduler,
+    load_latent_scheduler,
+    load_noising_scheduler,
+    load_pixel_scheduler,
+)
+from models.unet_3d import Show1UNet3DConditionModel
 from models.weights import (
     CHECKPOINT_FOLDERS,
     FP16_VARIANT_FOLDERS,
@@ -42,17 +52,17 @@ class CascadeModels:
 
     t5_tokenizer: T5Tokenizer
     t5_encoder: T5EncoderModel
-    base_unet: PixelUNet3DConditionModel
-    base_scheduler: DDPMScheduler
-    interp_unet: PixelUNet3DConditionModel
-    interp_scheduler: DDPMScheduler
+    base_unet: Show1UNet3DConditionModel
+    base_scheduler: PixelScheduler
+    interp_unet: Show1UNet3DConditionModel
+    interp_scheduler: PixelScheduler
     if_unet: UNet2DConditionModel
-    if_scheduler: DDPMScheduler
+    if_scheduler: PixelScheduler
     if_noising_scheduler: DDPMScheduler
-    sr1_unet: PixelUNet3DConditionModel
-    sr1_scheduler: DDPMScheduler
+    sr1_unet: Show1UNet3DConditionModel
+    sr1_scheduler: PixelScheduler
     sr1_noising_scheduler: DDPMScheduler
-    sr2_unet: UNet3DConditionModel
+    sr2_unet: Show1UNet3DConditionModel | UNet3DConditionModel
     vae: AutoencoderKL
     sr2_scheduler: DPMSolverMultistepScheduler
     clip_tokenizer: CLIPTokenizer
@@ -76,26 +86,48 @@ def load_models(models_dir: Path, dtype: torch.dtype) -> CascadeModels:
     return CascadeModels(
         t5_tokenizer=_component(T5Tokenizer, base / "tokenizer"),
         t5_encoder=load_component(T5EncoderModel, base / "text_encoder", dtype),
-        base_unet=load_component(PixelUNet3DConditionModel, base / "unet", dtype),
-        base_scheduler=_component(DDPMScheduler, base / "scheduler"),
-        interp_unet=load_component(PixelUNet3DConditionModel, interp / "unet", dtype),
-        interp_scheduler=_component(DDPMScheduler, interp / "scheduler"),
+        base_unet=load_component(Show1UNet3DConditionModel, base / "unet", dtype),
+        base_scheduler=load_pixel_scheduler(base / "scheduler"),
+        interp_unet=load_component(Show1UNet3DConditionModel, interp / "unet", dtype),
+        interp_scheduler=load_pixel_scheduler(interp / "scheduler"),
         if_unet=load_component(UNet2DConditionModel, if_ii / "unet", dtype),
-        if_scheduler=_component(DDPMScheduler, if_ii / "scheduler"),
-        if_noising_scheduler=_component(DDPMScheduler, if_ii / "image_noising_scheduler"),
-        sr1_unet=load_component(PixelUNet3DConditionModel, sr1 / "unet", dtype),
-        sr1_scheduler=_component(DDPMScheduler, sr1 / "scheduler"),
-        sr1_noising_scheduler=_component(DDPMScheduler, sr1 / "image_noising_scheduler"),
-        sr2_unet=load_component(UNet3DConditionModel, sr2 / "unet", dtype),
+        if_scheduler=load_pixel_scheduler(if_ii / "scheduler"),
+        if_noising_scheduler=load_noising_scheduler(if_ii / "image_noising_scheduler"),
+        sr1_unet=load_component(Show1UNet3DConditionModel, sr1 / "unet", dtype),
+        sr1_scheduler=load_pixel_scheduler(sr1 / "scheduler"),
+        sr1_noising_scheduler=load_noising_scheduler(sr1 / "image_noising_scheduler"),
+        sr2_unet=load_component(latent_unet_class(sr2), sr2 / "unet", dtype),
         vae=load_component(AutoencoderKL, sr2 / "vae", dtype),
-        # Configs saved by diffusers 0.19 lack final_sigmas_type; current diffusers then ends on sigma 0,
-        # while the reference's last step used the schedule's smallest sigma.
-        sr2_scheduler=_component(
-            DPMSolverMultistepScheduler, sr2 / "scheduler", final_sigmas_type="sigma_min"
-        ),
+        sr2_scheduler=load_latent_scheduler(sr2 / "scheduler"),
         clip_tokenizer=_component(CLIPTokenizer, sr2 / "tokenizer"),
         clip_encoder=load_component(CLIPTextModel, sr2 / "text_encoder", dtype),
     )
+
+
+# The UNet classes a model_index.json may name, by (library, class): the reference's own class, under
+# whichever module path a folder spells it, or diffusers' (whose `attention_head_dim` is a head width
+# and whose temporal transformer after conv_in is always there, as wide as that).
+_REFERENCE_UNET_LIBRARIES = ("showone.models.unet_3d_condition", "showone.models", "showone")
+_UNET_CLASSES: dict[tuple[str, str], type] = {
+    **{(library, "UNet3DConditionModel"): Show1UNet3DConditionModel for library in _REFERENCE_UNET_LIBRARIES},
+    ("diffusers", "UNet3DConditionModel"): UNet3DConditionModel,
+}
+
+
+def latent_unet_class(folder: Path) -> type:
+    """The class the latent (sr2) folder's model_index.json names for its UNet."""
+    index = folder / "model_index.json"
+    try:
+        library, name = json.loads(index.read_text())["unet"]
+    except FileNotFoundError as error:
+        raise CheckpointError(f"{index}: missing (it names the UNet class)") from error
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f'{index}: no readable "unet": [library, class] entry ({error})') from error
+    try:
+        return _UNET_CLASSES[(library, name)]
+    except KeyError:
+        known = ", ".join(f"{lib}.{cls}" for lib, cls in _UNET_CLASSES)
+        raise CheckpointError(f"{index}: UNet class {library}.{name} is not implemented ({known})") from None
 
 
 def checkpoint_info(models_dir: Path) -> dict[str, dict[str, str]]:

@@ -1,6 +1,6 @@
-"""Attention over the frame axis, applied independently at every pixel of a video feature map.
+"""The temporal layers of the Show-1 UNets: convolution and attention over the frame axis.
 
-The spatial layers of the pixel UNets see a video as a batch of frames, (B*F, C, H, W); the layers here
+The spatial layers of the UNets see a video as a batch of frames, (B*F, C, H, W); the layers here
 regroup that batch so that each pixel's F feature vectors form one sequence.
 """
 
@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import torch
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.resnet import TemporalConvLayer
 from torch import nn
+
+# The reference builds its temporal convolutions with dropout 0.1 (active when the reference samples
+# keyframes in training mode) and, as diffusers 0.19 did, with 32 normalisation groups.
+_TEMPORAL_CONV_DROPOUT = 0.1
+_TEMPORAL_CONV_GROUPS = 32
+
+
+def temporal_conv(channels: int) -> TemporalConvLayer:
+    """Four 1-D convolutions over the frames at every pixel, with a residual."""
+    return TemporalConvLayer(
+        channels, channels, dropout=_TEMPORAL_CONV_DROPOUT, norm_num_groups=_TEMPORAL_CONV_GROUPS
+    )
 
 
 class TemporalTransformer(nn.Module):

@@ -208,7 +208,7 @@ def make_tiny_preset(dest: Path, seed: int = 0) -> Path:
 def _write_preset(root: Path, seed: int) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
 
-    from models.unet_pixel import PixelUNet3DConditionModel
+    from models.unet_3d import Show1UNet3DConditionModel
 
     generator = _Seeds(seed)
     t5_folder = root / "_t5"
@@ -222,7 +222,7 @@ def _write_preset(root: Path, seed: int) -> None:
         folder = root / name
         _copy_t5(t5_folder, folder, variant)
         generator.seed_next()
-        _save(PixelUNet3DConditionModel(**unet_config), folder / "unet", variant)
+        _save(Show1UNet3DConditionModel(**unet_config), folder / "unet", variant)
         _write_json(folder / "scheduler" / "scheduler_config.json", PIXEL_DDPM)
         if noising:
             _write_json(folder / "image_noising_scheduler" / "scheduler_config.json", IMAGE_NOISING_DDPM)

@@ -10,17 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
-from models.pipelines.pixel_diffusion import (
-    RGB_CHANNELS,
-    LearnedRangeDDPM,
-    PixelDenoiser,
-    StepCallback,
-    draw_noise,
-    sample_ddpm,
-)
+from models.noise import RGB_CHANNELS, draw_noise
+from models.pipelines.pixel_diffusion import PixelDenoiser, StepCallback, denoise
 from models.pipelines.pixel_sr import noised_upscale
+from models.schedulers import PixelScheduler
 from models.text import PromptEmbeddings
 
 
@@ -38,8 +33,8 @@ class ImageUNetOnFrames:
 @torch.inference_mode()
 def upscale_first_frame(
     unet: UNet2DConditionModel,
-    scheduler: DDPMScheduler,
-    noising_scheduler: DDPMScheduler,
+    scheduler: PixelScheduler,
+    noising_scheduler: PixelScheduler,
     prompt: PromptEmbeddings,
     image: torch.Tensor,
     *,
@@ -58,5 +53,5 @@ def upscale_first_frame(
     denoiser = PixelDenoiser(
         ImageUNetOnFrames(unet), prompt, guidance_scale, condition=condition, noise_level=noise_level
     )
-    sampler = LearnedRangeDDPM(scheduler, num_inference_steps, image.device)
-    return sample_ddpm(denoiser, sampler, sample, generator, on_step).squeeze(2)
+    sampler = scheduler.sampler(num_inference_steps, image.device)
+    return denoise(denoiser, sampler, sample, generator, on_step).squeeze(2)

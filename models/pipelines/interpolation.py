@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
+from models.noise import RGB_CHANNELS, draw_noise
 from models.params import FRAMES_BETWEEN_KEYFRAMES
-from models.pipelines.pixel_diffusion import (
-    RGB_CHANNELS,
-    LearnedRangeDDPM,
-    PixelDenoiser,
-    StepCallback,
-    draw_noise,
-    sample_ddpm,
-)
+from models.pipelines.pixel_diffusion import PixelDenoiser, StepCallback, denoise
+from models.schedulers import PixelScheduler
 from models.text import PromptEmbeddings
 
 CLIP_FRAMES = FRAMES_BETWEEN_KEYFRAMES + 2
@@ -29,7 +23,7 @@ CLIP_FRAMES = FRAMES_BETWEEN_KEYFRAMES + 2
 @torch.inference_mode()
 def interpolate_keyframes(
     unet: torch.nn.Module,
-    scheduler: DDPMScheduler,
+    scheduler: PixelScheduler,
     prompt: PromptEmbeddings,
     keyframes: torch.Tensor,
     *,
@@ -84,7 +78,7 @@ def assemble_clips(clips: torch.Tensor) -> torch.Tensor:
 
 def _denoise_pairs(
     unet: torch.nn.Module,
-    scheduler: DDPMScheduler,
+    scheduler: PixelScheduler,
     prompt: PromptEmbeddings,
     init_noise: torch.Tensor,
     conditions: torch.Tensor,
@@ -95,8 +89,8 @@ def _denoise_pairs(
 ) -> torch.Tensor:
     pairs = conditions.shape[0]
     denoiser = PixelDenoiser(unet, prompt, guidance_scale, batch=pairs, condition=conditions)
-    sampler = LearnedRangeDDPM(scheduler, num_inference_steps, init_noise.device)
+    sampler = scheduler.sampler(num_inference_steps, init_noise.device)
     sample = init_noise.expand(pairs, -1, -1, -1, -1)
     # Re-seeded exactly as the reference re-seeds for each pair.
     generator = torch.Generator("cpu").manual_seed(seed)
-    return sample_ddpm(denoiser, sampler, sample, generator, on_step)
+    return denoise(denoiser, sampler, sample, generator, on_step)

@@ -6,23 +6,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from diffusers import DDPMScheduler
 
-from models.pipelines.pixel_diffusion import (
-    RGB_CHANNELS,
-    LearnedRangeDDPM,
-    PixelDenoiser,
-    StepCallback,
-    draw_noise,
-    sample_ddpm,
-)
+from models.noise import RGB_CHANNELS, draw_noise
+from models.pipelines.pixel_diffusion import PixelDenoiser, StepCallback, denoise
+from models.schedulers import PixelScheduler
 from models.text import PromptEmbeddings
 
 
 @torch.inference_mode()
 def generate_keyframes(
     unet: torch.nn.Module,
-    scheduler: DDPMScheduler,
+    scheduler: PixelScheduler,
     prompt: PromptEmbeddings,
     *,
     num_frames: int,
@@ -38,16 +32,17 @@ def generate_keyframes(
     `dropout=True` samples as the reference's run_inference.py does: the UNet in training mode, its
     dropout masks drawn from the default generators that `torch.manual_seed(seed)` seeds. On the CPU
     the initial noise, every step's masks and every step's noise then come from one generator in the
-    reference's order; on CUDA the masks come from the CUDA default generator, also seeded.
+    reference's order (DPM-Solver++ draws no step noise: initial noise and masks only); on CUDA the
+    masks come from the CUDA default generator, also seeded.
     """
     device, dtype = prompt.positive.device, prompt.positive.dtype
     generator = torch.manual_seed(seed) if dropout else torch.Generator("cpu").manual_seed(seed)
     height, width = size
     sample = draw_noise((1, RGB_CHANNELS, num_frames, height, width), generator, device, dtype)
     denoiser = PixelDenoiser(unet, prompt, guidance_scale)
-    sampler = LearnedRangeDDPM(scheduler, num_inference_steps, device)
+    sampler = scheduler.sampler(num_inference_steps, device)
     with _training_mode(unet, dropout):
-        return sample_ddpm(denoiser, sampler, sample, generator, on_step)
+        return denoise(denoiser, sampler, sample, generator, on_step)
 
 
 @contextmanager

@@ -13,8 +13,9 @@ import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet3DConditionModel
 from PIL import Image
 
+from models.noise import draw_noise
 from models.params import latent_sr_steps
-from models.pipelines.pixel_diffusion import StepCallback, draw_noise
+from models.pipelines.pixel_diffusion import StepCallback
 from models.text import PromptEmbeddings
 
 

@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
+from models.noise import RGB_CHANNELS, draw_noise
 from models.params import sr_window_starts
-from models.pipelines.pixel_diffusion import (
-    RGB_CHANNELS,
-    LearnedRangeDDPM,
-    PixelDenoiser,
-    StepCallback,
-    draw_noise,
-    sample_ddpm,
-)
+from models.pipelines.pixel_diffusion import PixelDenoiser, StepCallback, denoise
+from models.schedulers import PixelScheduler
 from models.text import PromptEmbeddings
 
 
 @torch.inference_mode()
 def super_resolve_video(
     unet: torch.nn.Module,
-    scheduler: DDPMScheduler,
-    noising_scheduler: DDPMScheduler,
+    scheduler: PixelScheduler,
+    noising_scheduler: PixelScheduler,
     prompt: PromptEmbeddings,
     video: torch.Tensor,
     first_frame: torch.Tensor,
@@ -68,8 +62,8 @@ def super_resolve_video(
 @torch.inference_mode()
 def super_resolve_window(
     unet: torch.nn.Module,
-    scheduler: DDPMScheduler,
-    noising_scheduler: DDPMScheduler,
+    scheduler: PixelScheduler,
+    noising_scheduler: PixelScheduler,
     prompt: PromptEmbeddings,
     clip: torch.Tensor,
     first_frame: torch.Tensor,
@@ -88,14 +82,14 @@ def super_resolve_window(
     condition = noised_upscale(clip, size, noising_scheduler, noise_level, generator)
     condition[:, :, :1] = first_frame
     denoiser = PixelDenoiser(unet, prompt, guidance_scale, condition=condition, noise_level=noise_level)
-    sampler = LearnedRangeDDPM(scheduler, num_inference_steps, clip.device)
-    return sample_ddpm(denoiser, sampler, sample, generator, on_step)
+    sampler = scheduler.sampler(num_inference_steps, clip.device)
+    return denoise(denoiser, sampler, sample, generator, on_step)
 
 
 def noised_upscale(
     video: torch.Tensor,
     size: tuple[int, int],
-    noising_scheduler: DDPMScheduler,
+    noising_scheduler: PixelScheduler,
     noise_level: int,
     generator: torch.Generator,
 ) -> torch.Tensor:

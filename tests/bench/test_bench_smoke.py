@@ -59,11 +59,11 @@ def test_bench_runs_on_the_tiny_preset(tiny_preset: Path, tmp_path: Path):
 def test_full_size_configs_have_the_published_sizes():
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
 
-    from models.unet_pixel import PixelUNet3DConditionModel
+    from models.unet_3d import Show1UNet3DConditionModel
 
     classes = {
-        "show-1-base.unet": PixelUNet3DConditionModel,
-        "show-1-sr1.unet": PixelUNet3DConditionModel,
+        "show-1-base.unet": Show1UNet3DConditionModel,
+        "show-1-sr1.unet": Show1UNet3DConditionModel,
         "IF-II-L-v1.0.unet": UNet2DConditionModel,
         "show-1-sr2.unet": UNet3DConditionModel,
         "show-1-sr2.vae": AutoencoderKL,

@@ -17,7 +17,7 @@ from transformers import CLIPTextModel, T5EncoderModel
 from models.errors import CheckpointError
 from models.hub import files_to_download
 from models.loading import CascadeModels, load_component, load_models
-from models.unet_pixel import PixelUNet3DConditionModel
+from models.unet_3d import Show1UNet3DConditionModel
 from models.weights import CHECKPOINT_FOLDERS, WeightFiles, choose_weights
 from tests.conftest import REPO
 from tests.models.checkpoint_layouts import (
@@ -34,10 +34,10 @@ TINY_C = GOLDEN_ROOT / "tiny-c" / "models"
 # Every component folder with weights, and the class that loads it.
 WEIGHT_COMPONENTS = {
     "show-1-base/text_encoder": T5EncoderModel,
-    "show-1-base/unet": PixelUNet3DConditionModel,
-    "show-1-interpolation/unet": PixelUNet3DConditionModel,
+    "show-1-base/unet": Show1UNet3DConditionModel,
+    "show-1-interpolation/unet": Show1UNet3DConditionModel,
     "IF-II-L-v1.0/unet": UNet2DConditionModel,
-    "show-1-sr1/unet": PixelUNet3DConditionModel,
+    "show-1-sr1/unet": Show1UNet3DConditionModel,
     "show-1-sr2/unet": UNet3DConditionModel,
     "show-1-sr2/vae": AutoencoderKL,
     "show-1-sr2/text_encoder": CLIPTextModel,
@@ -106,7 +106,7 @@ def test_the_reference_precision_is_preferred_when_both_are_present(tmp_path: Pa
         names = [path.name for path in dest.iterdir()]
         chosen = choose_weights(names, prefer_fp16=folder.startswith("show-1-base"))
         assert chosen.variant == prefer and chosen.format == "safetensors"
-        load_component(PixelUNet3DConditionModel, dest, torch.float32)
+        load_component(Show1UNet3DConditionModel, dest, torch.float32)
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,26 @@
-"""The pixel-space video UNet of Show-1 (show-1-base, show-1-interpolation, show-1-sr1).
+"""The video UNet class of Show-1: the reference's UNet3DConditionModel, for every block type it uses.
 
-A DeepFloyd-IF UNet (ResNet down/upsampling, attention with the text as added keys and values, text
-projected by `encoder_hid_proj`, attention-pooled text added to the time embedding) whose spatial
-layers see a video as a batch of frames, with a temporal convolution after every ResNet block and a
-temporal transformer after every spatial attention.
+One class serves all four showlab UNets, as in the reference:
+- the pixel stages (show-1-base, show-1-interpolation, show-1-sr1) are DeepFloyd-IF UNets (ResNet
+  down/upsampling, attention with the text as added keys and values, text projected by
+  `encoder_hid_proj`, attention-pooled text added to the time embedding), models/blocks_pixel.py;
+- the latent stage (show-1-sr2) is a zeroscope-like Stable-Diffusion UNet (strided convolutions,
+  spatial transformers with cross-attention to the text), models/blocks_latent.py.
+The spatial layers see a video as a batch of frames; a temporal convolution follows every ResNet
+block and a temporal transformer every spatial attention (models/temporal.py).
 
 The constructor takes exactly the options of the reference class (showlab/Show-1's
-UNet3DConditionModel, typo `transfromer_in_opt` included) so that the published config.json files
-load unchanged. The rule for options (docs/design.md, "Checkpoint configs"):
+UNet3DConditionModel, typo `transfromer_in_opt` included) with its meanings, so that the published
+config.json files load unchanged. Two of them read differently by block family, as in the reference:
+`attention_head_dim` is the width of a head in the IF blocks and the number of heads of a level in the
+SD blocks (diffusers' own UNet3DConditionModel reads it as a width everywhere), and the temporal
+transformer after `conv_in` (`transfromer_in_opt`) always has 8 heads of 64.
+
+The rule for options (docs/design.md, "Checkpoint configs"), per block family:
 - an option that changes the architecture or the numbers and that this class does not implement is
   refused with a ValueError naming it;
-- an option the reference itself never reads for these block and embedding kinds is accepted, has no
-  effect there or here, and is logged once as ignored;
+- an option the reference itself never reads for the block and embedding kinds a config uses is
+  accepted, has no effect there or here, and is logged once as ignored;
 - a key neither class knows is ignored with diffusers' own warning naming it.
 """
 
@@ -32,6 +41,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from models.blocks_latent import LatentDownBlock, LatentMidBlock, LatentUpBlock, TransformerSettings
 from models.blocks_pixel import (
     AttentionSettings,
     PixelDownBlock,
@@ -43,9 +53,33 @@ from models.errors import CheckpointError
 from models.temporal import TemporalTransformer
 from models.weights import choose_weights, loading_problems
 
-_DOWN_BLOCKS = {"ResnetDownsampleBlock3D": False, "SimpleCrossAttnDownBlock3D": True}  # name -> has attention
-_UP_BLOCKS = {"ResnetUpsampleBlock3D": False, "SimpleCrossAttnUpBlock3D": True}
-_MID_BLOCK = "UNetMidBlock3DSimpleCrossAttn"
+IF, SD = "IF", "SD"
+
+
+@dataclass(frozen=True)
+class BlockKind:
+    family: str  # IF (pixel) or SD (latent)
+    has_attention: bool
+
+
+DOWN_BLOCKS = {
+    "ResnetDownsampleBlock3D": BlockKind(IF, False),
+    "SimpleCrossAttnDownBlock3D": BlockKind(IF, True),
+    "DownBlock3D": BlockKind(SD, False),
+    "CrossAttnDownBlock3D": BlockKind(SD, True),
+}
+UP_BLOCKS = {
+    "ResnetUpsampleBlock3D": BlockKind(IF, False),
+    "SimpleCrossAttnUpBlock3D": BlockKind(IF, True),
+    "UpBlock3D": BlockKind(SD, False),
+    "CrossAttnUpBlock3D": BlockKind(SD, True),
+}
+MID_BLOCKS = {
+    "UNetMidBlock3DSimpleCrossAttn": BlockKind(IF, True),
+    "UNetMidBlock3DCrossAttn": BlockKind(SD, True),
+}
+# The reference's temporal transformer after conv_in, whatever the config says of heads.
+TRANSFORMER_IN_HEADS, TRANSFORMER_IN_HEAD_DIM = 8, 64
 
 log = logging.getLogger("show1.models")
 
@@ -56,22 +90,29 @@ _FIXED_OPTIONS: dict[str, Any] = {
     "time_embedding_type": "positional",
     "time_cond_proj_dim": None,
 }
-# Options the reference accepts and never reads for the kinds built here: its get_down_block and
-# get_up_block hand them only to the CrossAttn*/DownBlock3D/UpBlock3D kinds, its SimpleCrossAttn mid
-# block takes none of them, and its embeddings read the last two only for the "projection" class and
-# "text_time" addition embeddings. Any value is accepted and, when not the default, logged as ignored.
+# Options only one block family reads (the reference's get_down_block and get_up_block hand them to
+# that family's kinds alone; its mid blocks take the same subset). When no block of that family is
+# used, any value is accepted and, when not the default, logged as ignored.
+_READ_BY: dict[str, tuple[str, Any]] = {
+    "use_linear_projection": (SD, False),
+    "upcast_attention": (SD, False),
+    "downsample_padding": (SD, 1),
+    "transformer_layers_per_block": (SD, 1),
+    "resnet_out_scale_factor": (IF, 1.0),
+    "resnet_skip_time_act": (IF, False),
+    "cross_attention_norm": (IF, None),
+}
+# Options the reference accepts and never reads for any kind built here: the blocks take
+# dual_cross_attention without using it, and its embeddings read the last two only for the
+# "projection" class and "text_time" addition embeddings (not implemented, so refused below).
 _IGNORED_OPTIONS: dict[str, Any] = {
     "dual_cross_attention": False,
-    "use_linear_projection": False,
-    "upcast_attention": False,
-    "downsample_padding": 1,
-    "transformer_layers_per_block": 1,
     "addition_time_embed_dim": None,
     "projection_class_embeddings_input_dim": None,
 }
 _already_logged: set[str] = set()
 _CHOICES: dict[str, tuple[Any, ...]] = {
-    "mid_block_type": (_MID_BLOCK, None),
+    "mid_block_type": (*MID_BLOCKS, None),
     "class_embed_type": (None, "timestep"),
     "addition_embed_type": (None, "text"),
     "encoder_hid_dim_type": (None, "text_proj"),
@@ -81,7 +122,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 
 
 @dataclass
-class PixelUNet3DConditionOutput(BaseOutput):
+class UNet3DConditionOutput(BaseOutput):
     """`sample`: (batch, out_channels, frames, height, width)."""
 
     sample: torch.Tensor
@@ -97,7 +138,7 @@ def _per_block(name: str, value: Any, num_blocks: int) -> list[Any]:
 
 
 def _unsupported(name: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"PixelUNet3DConditionModel does not support {name}={value!r}: {why}")
+    return ValueError(f"Show1UNet3DConditionModel does not support {name}={value!r}: {why}")
 
 
 def _log_once(message: str) -> None:
@@ -106,10 +147,33 @@ def _log_once(message: str) -> None:
         log.info(message)
 
 
+def _families(options: dict[str, Any]) -> set[str]:
+    """The block families a config uses; unknown block types are refused."""
+    used = []
+    for name, allowed in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
+        unknown = [block for block in options[name] if block not in allowed]
+        if unknown:
+            raise _unsupported(name, unknown, f"supported block types are {sorted(allowed)}")
+        used += [allowed[block].family for block in options[name]]
+    if options["mid_block_type"] in MID_BLOCKS:
+        used.append(MID_BLOCKS[options["mid_block_type"]].family)
+    return set(used)
+
+
 def _check_options(options: dict[str, Any]) -> None:
+    for name, choices in _CHOICES.items():
+        if options[name] not in choices:
+            raise _unsupported(name, options[name], f"expected one of {choices}")
+    families = _families(options)
+    for name, (family, default) in _READ_BY.items():
+        if family not in families and options[name] != default:
+            _log_once(
+                f"Show1UNet3DConditionModel ignores {name}={options[name]!r} without {family}-style blocks, "
+                "as the reference does"
+            )
     for name, default in _IGNORED_OPTIONS.items():
         if options[name] != default:
-            _log_once(f"PixelUNet3DConditionModel ignores {name}={options[name]!r}, as the reference does")
+            _log_once(f"Show1UNet3DConditionModel ignores {name}={options[name]!r}, as the reference does")
     if options["num_class_embeds"] is not None:
         if options["class_embed_type"] != "timestep":
             # The reference would build an nn.Embedding class embedding: not implemented here.
@@ -117,28 +181,20 @@ def _check_options(options: dict[str, Any]) -> None:
                 "num_class_embeds", options["num_class_embeds"], 'only with class_embed_type "timestep"'
             )
         _log_once(
-            f"PixelUNet3DConditionModel ignores num_class_embeds={options['num_class_embeds']!r} beside a "
+            f"Show1UNet3DConditionModel ignores num_class_embeds={options['num_class_embeds']!r} beside a "
             "timestep class embedding, as the reference does"
         )
     for name, default in _FIXED_OPTIONS.items():
         if options[name] != default:
-            raise _unsupported(
-                name, options[name], f"only {default!r} is supported by the IF-style pixel UNet"
-            )
-    for name, choices in _CHOICES.items():
-        if options[name] not in choices:
-            raise _unsupported(name, options[name], f"expected one of {choices}")
-    for name, allowed in (("down_block_types", _DOWN_BLOCKS), ("up_block_types", _UP_BLOCKS)):
-        unknown = [block for block in options[name] if block not in allowed]
-        if unknown:
-            raise _unsupported(name, unknown, f"supported block types are {sorted(allowed)}")
+            raise _unsupported(name, options[name], f"only {default!r} is supported")
     if options["norm_num_groups"] is None:
         raise _unsupported("norm_num_groups", None, "the ResNet blocks need group normalisation")
     if not isinstance(options["cross_attention_dim"], int):
         raise _unsupported("cross_attention_dim", options["cross_attention_dim"], "it must be one int")
-    heads = options["attention_head_dim"]
-    if not all(isinstance(h, int) for h in (heads if isinstance(heads, (list, tuple)) else [heads])):
-        raise _unsupported("attention_head_dim", heads, "it must be an int or one int per block")
+    for name in ("attention_head_dim", "transformer_layers_per_block"):
+        value = options[name]
+        if not all(isinstance(v, int) for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise _unsupported(name, value, "it must be an int or one int per block")
     if options["class_embeddings_concat"] and options["addition_embed_type"] is not None:
         # The reference adds the text embedding (time_embed_dim wide) to the concatenation (twice as wide).
         raise _unsupported(
@@ -154,8 +210,8 @@ def _check_options(options: dict[str, Any]) -> None:
         raise ValueError("block_out_channels and down_block_types must have the same length")
 
 
-class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
-    """Show-1 pixel video UNet: (B, C, F, H, W) noisy video -> (B, out_channels, F, H, W) prediction.
+class Show1UNet3DConditionModel(ModelMixin, ConfigMixin):
+    """Show-1 video UNet: (B, C, F, H, W) noisy video -> (B, out_channels, F, H, W) prediction.
 
     Load a published checkpoint folder with `from_pretrained(folder)`: it picks the fp16 weight
     variant when the folder has one and fails on missing or unexpected weights.
@@ -170,18 +226,19 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
         center_input_sample: bool = False,
         flip_sin_to_cos: bool = True,
         freq_shift: int = 0,
+        # The reference class's defaults, which a config that leaves a key out gets.
         down_block_types: Sequence[str] = (
-            "ResnetDownsampleBlock3D",
-            "SimpleCrossAttnDownBlock3D",
-            "SimpleCrossAttnDownBlock3D",
-            "SimpleCrossAttnDownBlock3D",
+            "CrossAttnDownBlock3D",
+            "CrossAttnDownBlock3D",
+            "CrossAttnDownBlock3D",
+            "DownBlock3D",
         ),
-        mid_block_type: str | None = _MID_BLOCK,
+        mid_block_type: str | None = "UNetMidBlock3DCrossAttn",
         up_block_types: Sequence[str] = (
-            "SimpleCrossAttnUpBlock3D",
-            "SimpleCrossAttnUpBlock3D",
-            "SimpleCrossAttnUpBlock3D",
-            "ResnetUpsampleBlock3D",
+            "UpBlock3D",
+            "CrossAttnUpBlock3D",
+            "CrossAttnUpBlock3D",
+            "CrossAttnUpBlock3D",
         ),
         only_cross_attention: bool | Sequence[bool] = False,
         block_out_channels: Sequence[int] = (320, 640, 1280, 1280),
@@ -231,8 +288,12 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
 
         num_blocks = len(down_block_types)
         layers = _per_block("layers_per_block", layers_per_block, num_blocks)
-        head_dims = _per_block("attention_head_dim", attention_head_dim, num_blocks)
+        # IF blocks read this as a head width, SD blocks as a number of heads (see the module docstring).
+        head_option = _per_block("attention_head_dim", attention_head_dim, num_blocks)
         cross_only = _per_block("only_cross_attention", only_cross_attention, num_blocks)
+        transformer_layers = _per_block(
+            "transformer_layers_per_block", transformer_layers_per_block, num_blocks
+        )
         if mid_block_only_cross_attention is None:
             mid_block_only_cross_attention = isinstance(only_cross_attention, bool) and only_cross_attention
 
@@ -241,7 +302,9 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
             in_channels, first_channels, kernel_size=conv_in_kernel, padding=(conv_in_kernel - 1) // 2
         )
         self.transformer_in = (
-            TemporalTransformer(first_channels, num_heads=8, head_dim=64) if transfromer_in_opt else None
+            TemporalTransformer(first_channels, TRANSFORMER_IN_HEADS, TRANSFORMER_IN_HEAD_DIM)
+            if transfromer_in_opt
+            else None
         )
 
         # Embeddings of the timestep, the optional noise level (class label) and the pooled text.
@@ -280,63 +343,89 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
             output_scale_factor=resnet_out_scale_factor,
         )
 
-        def attention(head_dim: int, cross_attention_only: bool) -> AttentionSettings:
-            return AttentionSettings(
+        def attention(kind: BlockKind, level: int, head_level: int, cross_attention_only: bool) -> Any:
+            """The attention settings of an attention block, or None; `head_level` indexes
+            attention_head_dim (the reference reverses it on the way up for SD blocks only)."""
+            if not kind.has_attention:
+                return None
+            if kind.family == IF:
+                return AttentionSettings(
+                    cross_attention_dim=cross_attention_dim,
+                    head_dim=head_option[head_level],
+                    only_cross_attention=cross_attention_only,
+                    cross_attention_norm=cross_attention_norm,
+                    groups=norm_num_groups,
+                )
+            return TransformerSettings(
+                heads=head_option[head_level],
                 cross_attention_dim=cross_attention_dim,
-                head_dim=head_dim,
-                only_cross_attention=cross_attention_only,
-                cross_attention_norm=cross_attention_norm,
+                layers=transformer_layers[level],
                 groups=norm_num_groups,
+                use_linear_projection=use_linear_projection,
+                only_cross_attention=cross_attention_only,
+                upcast_attention=upcast_attention,
             )
 
         # Channels of every state the down path hands to the up path, in the order produced.
         skip_channels = [first_channels]
         self.down_blocks = nn.ModuleList()
         for i, block_type in enumerate(down_block_types):
-            out_channels_i = block_out_channels[i]
-            is_last = i == num_blocks - 1
+            kind, out_channels_i, is_last = (
+                DOWN_BLOCKS[block_type],
+                block_out_channels[i],
+                i == num_blocks - 1,
+            )
+            common = {
+                "in_channels": block_out_channels[max(i - 1, 0)],
+                "out_channels": out_channels_i,
+                "num_layers": layers[i],
+                "resnet": resnet,
+                "add_downsample": not is_last,
+            }
+            block_attention = attention(kind, i, i, cross_only[i])
             self.down_blocks.append(
-                PixelDownBlock(
-                    in_channels=block_out_channels[max(i - 1, 0)],
-                    out_channels=out_channels_i,
-                    num_layers=layers[i],
-                    resnet=resnet,
-                    attention=attention(head_dims[i], cross_only[i]) if _DOWN_BLOCKS[block_type] else None,
-                    add_downsample=not is_last,
+                PixelDownBlock(**common, attention=block_attention)
+                if kind.family == IF
+                else LatentDownBlock(
+                    **common, transformer=block_attention, downsample_padding=downsample_padding
                 )
             )
             skip_channels += [out_channels_i] * (layers[i] + (0 if is_last else 1))
 
-        self.mid_block = (
-            PixelMidBlock(
-                block_out_channels[-1],
-                resnet=dataclasses.replace(resnet, output_scale_factor=mid_block_scale_factor),
-                attention=attention(head_dims[-1], mid_block_only_cross_attention),
+        self.mid_block: PixelMidBlock | LatentMidBlock | None = None
+        mid_resnet = dataclasses.replace(resnet, output_scale_factor=mid_block_scale_factor)
+        if mid_block_type == "UNetMidBlock3DSimpleCrossAttn":
+            mid_attention = attention(MID_BLOCKS[mid_block_type], -1, -1, mid_block_only_cross_attention)
+            self.mid_block = PixelMidBlock(block_out_channels[-1], resnet=mid_resnet, attention=mid_attention)
+        elif mid_block_type == "UNetMidBlock3DCrossAttn":
+            # The reference's SD mid block takes no only_cross_attention.
+            mid_transformer = attention(MID_BLOCKS[mid_block_type], -1, -1, False)
+            self.mid_block = LatentMidBlock(
+                block_out_channels[-1], resnet=mid_resnet, transformer=mid_transformer
             )
-            if mid_block_type == _MID_BLOCK
-            else None
-        )
 
         self.up_blocks = nn.ModuleList()
         prev_channels = block_out_channels[-1]
         for i, block_type in enumerate(up_block_types):
-            out_channels_i = block_out_channels[num_blocks - 1 - i]
-            num_layers = layers[num_blocks - 1 - i] + 1
+            kind, level = UP_BLOCKS[block_type], num_blocks - 1 - i
+            num_layers = layers[level] + 1
             used, skip_channels = skip_channels[-num_layers:], skip_channels[:-num_layers]
-            # The reference indexes attention_head_dim without reversing it on the way up (it does reverse
-            # only_cross_attention); published configs use one head size, but per-block lists must match.
-            up_attention = attention(head_dims[i], cross_only[num_blocks - 1 - i])
+            # The reference indexes attention_head_dim unreversed on the way up for the IF blocks (it
+            # reverses only_cross_attention); its SD blocks take the reversed number of heads.
+            block_attention = attention(kind, level, i if kind.family == IF else level, cross_only[level])
+            common = {
+                "skip_channels": used[::-1],
+                "prev_output_channels": prev_channels,
+                "out_channels": block_out_channels[level],
+                "resnet": resnet,
+                "add_upsample": i != num_blocks - 1,
+            }
             self.up_blocks.append(
-                PixelUpBlock(
-                    skip_channels=used[::-1],
-                    prev_output_channels=prev_channels,
-                    out_channels=out_channels_i,
-                    resnet=resnet,
-                    attention=up_attention if _UP_BLOCKS[block_type] else None,
-                    add_upsample=i != num_blocks - 1,
-                )
+                PixelUpBlock(**common, attention=block_attention)
+                if kind.family == IF
+                else LatentUpBlock(**common, transformer=block_attention)
             )
-            prev_channels = out_channels_i
+            prev_channels = block_out_channels[level]
 
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, first_channels, eps=norm_eps)
         self.conv_act = get_activation(act_fn)
@@ -351,12 +440,19 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor,
         class_labels: torch.Tensor | None = None,
         return_dict: bool = True,
-    ) -> PixelUNet3DConditionOutput | tuple[torch.Tensor]:
+        cross_attention_kwargs: dict[str, Any] | None = None,
+    ) -> UNet3DConditionOutput | tuple[torch.Tensor]:
         """Predict for `sample` (B, C, F, H, W) at `timestep` (B,) or scalar.
 
         `encoder_hidden_states` (B, L, D) is the text encoding; `class_labels` (B,) or scalar is the
         noise level of the super-resolution model's condition, required when `class_embed_type` is set.
+        `cross_attention_kwargs` is taken as diffusers' pipelines pass it; no attention-processor
+        option is implemented, so anything but None or {} is refused.
         """
+        if cross_attention_kwargs:
+            raise ValueError(
+                f"cross_attention_kwargs are not supported, got {sorted(cross_attention_kwargs)}"
+            )
         batch, _, num_frames, height, width = sample.shape
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
@@ -379,14 +475,19 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
             skips += block_skips
         if self.mid_block is not None:
             hidden = self.mid_block(hidden, emb, encoder_hidden_states, num_frames)
-        for block in self.up_blocks:
+        # Sides that the down path did not halve evenly: each upsampler is told the size to restore.
+        up_factor = 2 ** (len(self.up_blocks) - 1)
+        forward_sizes = any(side % up_factor for side in (height, width))
+        for index, block in enumerate(self.up_blocks):
             count = len(block.resnets)
-            hidden = block(hidden, skips[-count:], emb, encoder_hidden_states, num_frames)
-            skips = skips[:-count]
+            block_skips, skips = skips[-count:], skips[:-count]
+            is_last = index == len(self.up_blocks) - 1
+            upsample_size = tuple(skips[-1].shape[2:]) if forward_sizes and not is_last else None
+            hidden = block(hidden, block_skips, emb, encoder_hidden_states, num_frames, upsample_size)
 
         hidden = self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
         out = hidden.reshape(batch, num_frames, -1, height, width).permute(0, 2, 1, 3, 4)
-        return PixelUNet3DConditionOutput(sample=out) if return_dict else (out,)
+        return UNet3DConditionOutput(sample=out) if return_dict else (out,)
 
     def _embedding(
         self,
@@ -417,7 +518,7 @@ class PixelUNet3DConditionModel(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
-    ) -> PixelUNet3DConditionModel | tuple[PixelUNet3DConditionModel, dict[str, Any]]:
+    ) -> Show1UNet3DConditionModel | tuple[Show1UNet3DConditionModel, dict[str, Any]]:
         """diffusers' from_pretrained, strict: missing, unexpected or mis-shaped weights raise.
 
         Without an explicit `variant`, a local folder's weights are chosen by models.weights (fp16
