@@ -148,6 +148,8 @@ def _checked(
     folder: Path, cls: type, config: Mapping[str, Any], implemented: Mapping[str, tuple[Any, ...]]
 ) -> dict[str, Any]:
     """The class's full configuration (its defaults filled in), every option's value implemented."""
+    # The file's own values first, so that a value the library cannot take is named as the option it is.
+    _refuse_unimplemented(folder, cls, config, implemented)
     try:
         configured = cls.from_config(config).config
     except (TypeError, ValueError, NotImplementedError) as error:
@@ -158,13 +160,19 @@ def _checked(
     full = {key: value for key, value in configured.items() if not key.startswith("_")}
     if cls is DPMSolverMultistepScheduler:
         full |= _DPM_SOLVER_AS_0_19
+    _refuse_unimplemented(folder, cls, full, implemented)
+    return full
+
+
+def _refuse_unimplemented(
+    folder: Path, cls: type, config: Mapping[str, Any], implemented: Mapping[str, tuple[Any, ...]]
+) -> None:
     for option, values in implemented.items():
-        if option in full and full[option] not in values:
+        if option in config and config[option] not in values:
             raise CheckpointError(
-                f"{folder}: {cls.__name__} with {option}={full[option]!r} is not implemented "
+                f"{folder}: {cls.__name__} with {option}={config[option]!r} is not implemented "
                 f"(implemented: {', '.join(repr(value) for value in values)})"
             )
-    return full
 
 
 def _unsupported_class(folder: Path, name: str, implemented: tuple[str, ...]) -> CheckpointError:

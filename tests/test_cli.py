@@ -14,8 +14,9 @@ from safetensors import safe_open
 from models.video import decode_mp4
 from tests.conftest import REPO
 from tests.models.golden_case import (
+    END_TO_END_LIMITS,
     GOLDEN_KEYS,
-    TAME_CASE,
+    UINT8_LEVELS,
     case,
     max_diff,
     models_dir,
@@ -86,9 +87,11 @@ def test_generate_rejects_bad_options_by_name(
 
 
 @requires_golden
-def test_generate_reproduces_the_reference_run_of_tiny_c(tmp_path: Path):
-    """The recorded tiny-c case through the command line, keyframes both ways."""
-    c = case(TAME_CASE)
+@pytest.mark.parametrize("name", sorted(END_TO_END_LIMITS))
+def test_generate_reproduces_the_reference_run(name: str, tmp_path: Path):
+    """The recorded tame cases through the command line (tiny-d: the published layout), keyframes both
+    ways; every stage within the end-to-end limits."""
+    c = case(name)
     steps = ",".join(f"{name}={count}" for name, count in c["steps"].items())
     guidance = ",".join(f"{name}={scale}" for name, scale in c["guidance"].items())
     (height, width), (out_height, out_width) = c["size"]["base"], c["size"]["sr2"]
@@ -98,16 +101,20 @@ def test_generate_reproduces_the_reference_run_of_tiny_c(tmp_path: Path):
     ):
         stages = tmp_path / f"{dropout}.safetensors"
         command = [sys.executable, "-m", "worker.cli", "generate", c["prompt"], "-o", str(tmp_path / "o.mp4")]
-        command += ["--models-dir", str(models_dir(TAME_CASE)), "--seed", str(c["seed"])]
+        command += ["--models-dir", str(models_dir(name)), "--seed", str(c["seed"])]
         command += ["--keyframes", str(c["keyframes"]), "--keyframe-size", f"{height}x{width}"]
         command += ["--output-size", f"{out_height}x{out_width}", "--steps", steps, "--guidance", guidance]
         command += ["--keyframe-dropout", dropout, "--save-stages", str(stages)]
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         with safe_open(str(stages), "pt") as tensors:
-            assert max_diff(tensors.get_tensor(key), recorded(TAME_CASE, file)[key]) <= 1e-4
+            assert max_diff(tensors.get_tensor(key), recorded(name, file)[key]) <= 1e-4
             if dropout == "off":
-                assert max_diff(tensors.get_tensor("sr1"), recorded(TAME_CASE)["sr1"]) <= 1e-4
+                for stage, limit in END_TO_END_LIMITS[name].items():
+                    diff = max_diff(tensors.get_tensor(stage), recorded(name)[stage])
+                    assert diff <= limit, f"{name} {stage}: max |diff| {diff}"
+                levels = (tensors.get_tensor("final_uint8").int() - recorded(name)["final_uint8"].int()).abs()
+                assert levels.max() <= UINT8_LEVELS
 
 
 def test_download_fails_clearly_when_the_hub_is_unreachable(tmp_path: Path):

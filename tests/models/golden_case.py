@@ -47,6 +47,29 @@ GOLDEN_DIR = GOLDEN_ROOT / "tiny-a"
 MODELS_DIR = GOLDEN_DIR / "models"
 TAME_CASE = "tiny-c"
 PUBLISHED_CASE = "tiny-d"
+# End to end from the prompt, per tame case and stage (the golden README's limits); frames as uint8
+# within UINT8_LEVELS.
+END_TO_END_LIMITS = {
+    TAME_CASE: {
+        "prompt_embeds": 1e-4,
+        "negative_prompt_embeds": 1e-4,
+        "keyframes": 1e-4,
+        "interpolated": 1e-4,
+        "first_frame_sr": 1e-4,
+        "sr1": 1e-4,
+        "final": 1e-3,
+    },
+    PUBLISHED_CASE: {
+        "prompt_embeds": 1e-4,
+        "negative_prompt_embeds": 1e-4,
+        "keyframes": 1e-4,
+        "interpolated": 1e-4,
+        "first_frame_sr": 1e-4,
+        "sr1": 5e-4,
+        "final": 5e-4,
+    },
+}
+UINT8_LEVELS = 2
 # The stage tensors of the recording; `show1 generate --save-stages` writes the same keys.
 GOLDEN_KEYS = (
     "prompt_embeds",

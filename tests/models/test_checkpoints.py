@@ -3,9 +3,11 @@ takes exactly what the loader reads, and a broken folder is refused by name befo
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from tests.models.checkpoint_layouts import (
     read_weights,
     write_layout,
 )
-from tests.models.golden_case import GOLDEN_ROOT, requires_golden
+from tests.models.golden_case import GOLDEN_ROOT, PUBLISHED_CASE, requires_golden
 from worker.supervisor import EXIT_BAD_CHECKPOINTS
 
 pytestmark = requires_golden
@@ -277,16 +279,34 @@ def test_a_missing_folder_or_component_is_refused_by_name(tmp_path: Path) -> Non
         load_models(tmp_path / "models", torch.float32)
 
 
+def _rename_a_vae_weight(models: Path) -> tuple[str, ...]:
+    break_weights(models / "show-1-sr2" / "vae", "renamed")
+    return ("show-1-sr2/vae", "renamed.")
+
+
+def _an_sde_solver_for_sr1(models: Path) -> tuple[str, ...]:
+    config = models / "show-1-sr1" / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "algorithm_type": "sde-dpmsolver++"}))
+    return ("show-1-sr1/scheduler", "algorithm_type='sde-dpmsolver++' is not implemented")
+
+
+@pytest.mark.parametrize(
+    ("case", "fault"), [("tiny-c", _rename_a_vae_weight), (PUBLISHED_CASE, _an_sde_solver_for_sr1)]
+)
 def test_a_worker_with_a_broken_checkpoint_stops_before_taking_a_job(
-    tmp_path: Path, namespace: str, redis_connection: object
+    case: str,
+    fault: Callable[[Path], tuple[str, ...]],
+    tmp_path: Path,
+    namespace: str,
+    redis_connection: object,
 ) -> None:
     from rq import Queue
 
     from tests.conftest import service_env
 
     models = tmp_path / "models"
-    shutil.copytree(TINY_C, models)
-    break_weights(models / "show-1-sr2" / "vae", "renamed")
+    shutil.copytree(GOLDEN_ROOT / case / "models", models)
+    named = fault(models)
     env = service_env(namespace, models, tmp_path)
     queue = Queue(namespace, connection=redis_connection)
     queue.enqueue("builtins.print", "not to be run")
@@ -300,5 +320,5 @@ def test_a_worker_with_a_broken_checkpoint_stops_before_taking_a_job(
     )
     assert run.returncode == EXIT_BAD_CHECKPOINTS, run.stderr[-2000:]
     assert "cannot load the checkpoints" in run.stderr
-    assert "show-1-sr2/vae" in run.stderr and "renamed." in run.stderr
+    assert all(part in run.stderr for part in named), run.stderr[-2000:]
     assert queue.count == 1
