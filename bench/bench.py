@@ -2,7 +2,7 @@
 
     python bench/bench.py --preset tiny                       # CPU smoke run on the tiny preset
     python bench/bench.py --preset full --device cuda         # full-size models, random weights
-    python bench/bench.py --preset full --models-dir DIR      # the real configs of a checkpoint set
+    python bench/bench.py --preset full --models-dir DIR      # the UNet configs of a checkpoint set
 
 Full-size models are built from bench/configs/*.json with random weights: the compute is the same as
 with the published weights (bench/configs/README.md says which configs are confirmed). UNet FLOPs
@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import GenerationParams, Show1Cascade, StageSteps  # noqa: E402
 from models.cascade import MEMORY_MODES  # noqa: E402
-from models.loading import CascadeModels, load_models  # noqa: E402
+from models.loading import CascadeModels, latent_unet_class, load_models  # noqa: E402
 from models.params import latent_sr_steps, sr_window_starts  # noqa: E402
 from models.tiny import ensure_tiny_preset  # noqa: E402
 from models.unet_3d import Show1UNet3DConditionModel  # noqa: E402
@@ -41,11 +41,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "A burning lamborghini driving on rainbow."
 # Which full-size configs are published facts and which are estimates (bench/configs/README.md).
 CONFIGS_CONFIRMED = {
-    "show-1-base": "confirmed (public config mirror)",
-    "show-1-interpolation": "estimate: show-1-base with 7 input channels",
+    "show-1-base": "published (rebuilt to the published byte count and weight size)",
+    "show-1-interpolation": "inferred: show-1-base with 7 input channels (published sizes 1.8 kB, 3.45 GB)",
     "IF-II-L-v1.0": "layout of IF-II-L as in DESIGN.md",
-    "show-1-sr1": "estimate: IF-II-L's layout with 3D blocks",
-    "show-1-sr2": "zeroscope_v2_576w-like UNet3D + SD VAE + OpenCLIP ViT-H text encoder",
+    "show-1-sr1": "rebuilt to the published byte count: IF-II-M-sized (128..768, 0.80 B)",
+    "show-1-sr2": "zeroscope_v2_XL's UNet with the reference class's semantics (5/10/20/20 heads, "
+    "transformer_in, linear projections) + SD VAE + OpenCLIP ViT-H text encoder",
     "t5": "T5 v1.1 XXL encoder",
 }
 
@@ -68,15 +69,20 @@ def full_size_models(
             return dict(Show1UNet3DConditionModel.load_config(models_dir / name / "unet"))
         return json.loads((CONFIGS / f"{name}.unet.json").read_text())
 
-    pixel = {name: unet_config(name) for name in ("show-1-base", "show-1-interpolation", "show-1-sr1")}
+    names = ("show-1-base", "show-1-interpolation", "show-1-sr1", "show-1-sr2")
+    unets = {name: unet_config(name) for name in names}
+    # sr2's class as the folder's model_index.json names it (the published one: the reference's own).
+    sr2_class = (
+        Show1UNet3DConditionModel if models_dir is None else latent_unet_class(models_dir / "show-1-sr2")
+    )
     return dataclasses.replace(
         tiny,
         t5_encoder=build(lambda: T5EncoderModel(T5Config(**_config("t5-v1_1-xxl.encoder")))),
-        base_unet=build(lambda: Show1UNet3DConditionModel(**pixel["show-1-base"])),
-        interp_unet=build(lambda: Show1UNet3DConditionModel(**pixel["show-1-interpolation"])),
+        base_unet=build(lambda: Show1UNet3DConditionModel(**unets["show-1-base"])),
+        interp_unet=build(lambda: Show1UNet3DConditionModel(**unets["show-1-interpolation"])),
         if_unet=build(lambda: UNet2DConditionModel(**_config("IF-II-L-v1.0.unet"))),
-        sr1_unet=build(lambda: Show1UNet3DConditionModel(**pixel["show-1-sr1"])),
-        sr2_unet=build(lambda: UNet3DConditionModel(**_config("show-1-sr2.unet"))),
+        sr1_unet=build(lambda: Show1UNet3DConditionModel(**unets["show-1-sr1"])),
+        sr2_unet=build(lambda: sr2_class.from_config(unets["show-1-sr2"])),
         vae=build(lambda: AutoencoderKL(**_config("show-1-sr2.vae"))),
         clip_encoder=build(lambda: CLIPTextModel(CLIPTextConfig(**_config("show-1-sr2.clip")))),
     )
@@ -167,7 +173,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--preset", choices=["tiny", "full"], default="tiny")
-    parser.add_argument("--models-dir", type=Path, help="take the full-size configs from this checkpoint set")
+    parser.add_argument(
+        "--models-dir", type=Path, help="take the full-size UNet configs from this checkpoint set"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--steps", help="override steps, e.g. base=2,interp=2,sr1_image=2,sr1=2,sr2=2")
