@@ -8,6 +8,7 @@ and its demo mode use it. The videos are noise: the weights are random.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -19,8 +20,38 @@ import torch
 
 from models.weights import BASE, CHECKPOINT_FOLDERS, IF_II, INTERPOLATION, SR1, SR2
 
-# Scheduler settings of the published checkpoints (their scheduler_config.json values).
-PIXEL_DDPM = {
+# Scheduler settings of the published checkpoints (their scheduler_config.json values, as
+# ../shared/published/ holds them). The showlab pixel stages sample with DPM-Solver++; sr1 predicts v.
+PIXEL_DPM_SOLVER = {
+    "_class_name": "DPMSolverMultistepScheduler",
+    "algorithm_type": "dpmsolver++",
+    "beta_end": 0.02,
+    "beta_schedule": "squaredcos_cap_v2",
+    "beta_start": 0.0001,
+    "clip_sample": True,
+    "clip_sample_range": 1.0,
+    "dynamic_thresholding_ratio": 0.95,
+    "lambda_min_clipped": -5.1,
+    "lower_order_final": True,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.5,
+    "solver_order": 2,
+    "solver_type": "midpoint",
+    "steps_offset": 0,
+    "thresholding": True,
+    "timestep_spacing": "linspace",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+    "variance_type": "fixed_small",
+}
+SR1_DPM_SOLVER = {
+    **PIXEL_DPM_SOLVER,
+    "prediction_type": "v_prediction",
+    "sample_max_value": 1.0,
+}
+# DeepFloyd's IF-II-L: DDPM with learned-range variance.
+IF_II_DDPM = {
     "_class_name": "DDPMScheduler",
     "beta_end": 0.02,
     "beta_schedule": "squaredcos_cap_v2",
@@ -30,7 +61,7 @@ PIXEL_DDPM = {
     "dynamic_thresholding_ratio": 0.95,
     "num_train_timesteps": 1000,
     "prediction_type": "epsilon",
-    "sample_max_value": 1.5,
+    "sample_max_value": 1.0,
     "steps_offset": 0,
     "thresholding": True,
     "timestep_spacing": "leading",
@@ -38,47 +69,58 @@ PIXEL_DDPM = {
     "variance_type": "learned_range",
 }
 IMAGE_NOISING_DDPM = {
-    **PIXEL_DDPM,
+    **IF_II_DDPM,
     "dynamic_thresholding_ratio": 0.995,
-    "sample_max_value": 1.0,
     "thresholding": False,
     "variance_type": "fixed_small",
 }
+# show-1-sr2's, verbatim (keys DPMSolverMultistepScheduler ignores included).
 LATENT_DPM_SOLVER = {
     "_class_name": "DPMSolverMultistepScheduler",
     "algorithm_type": "dpmsolver++",
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
     "beta_start": 0.00085,
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
     "dynamic_thresholding_ratio": 0.995,
+    "lambda_min_clipped": float("-inf"),
     "lower_order_final": True,
     "num_train_timesteps": 1000,
     "prediction_type": "epsilon",
     "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
     "solver_order": 2,
     "solver_type": "midpoint",
-    "steps_offset": 0,
+    "steps_offset": 1,
     "thresholding": False,
     "timestep_spacing": "linspace",
     "trained_betas": None,
-    "lambda_min_clipped": float("-inf"),
     "use_karras_sigmas": False,
     "variance_type": None,
 }
 
 T5_WIDTH = 16
 CLIP_WIDTH = 16
+# The published UNet configs with every width shrunk and one layer per block; block kinds, depth and
+# the other options as published. 32 is the width floor: the temporal convolution layers
+# group-normalise in 32 groups.
 PIXEL_UNET_BASE = {
     "act_fn": "gelu",
     "addition_embed_type": "text",
     "addition_embed_type_num_heads": 2,
     "attention_head_dim": 8,
-    # 32 is the floor: the temporal convolution layers group-normalise in 32 groups.
-    "block_out_channels": [32, 32],
+    "block_out_channels": [32, 32, 32, 32],
     "class_embed_type": None,
     "cross_attention_dim": 32,
     "cross_attention_norm": "group_norm",
-    "down_block_types": ["ResnetDownsampleBlock3D", "SimpleCrossAttnDownBlock3D"],
+    "down_block_types": [
+        "ResnetDownsampleBlock3D",
+        "SimpleCrossAttnDownBlock3D",
+        "SimpleCrossAttnDownBlock3D",
+        "SimpleCrossAttnDownBlock3D",
+    ],
     "encoder_hid_dim": T5_WIDTH,
     "encoder_hid_dim_type": "text_proj",
     "in_channels": 3,
@@ -91,18 +133,45 @@ PIXEL_UNET_BASE = {
     "resnet_out_scale_factor": 1.0,
     "resnet_skip_time_act": False,
     "resnet_time_scale_shift": "scale_shift",
-    "up_block_types": ["SimpleCrossAttnUpBlock3D", "ResnetUpsampleBlock3D"],
+    "sample_size": 64,
+    "transfromer_in_opt": False,
+    "up_block_types": [
+        "SimpleCrossAttnUpBlock3D",
+        "SimpleCrossAttnUpBlock3D",
+        "SimpleCrossAttnUpBlock3D",
+        "ResnetUpsampleBlock3D",
+    ],
 }
+# Noisy frames 3 + condition 3 + mask 1.
+PIXEL_UNET_INTERP = {**PIXEL_UNET_BASE, "in_channels": 7}
+# IF-II-M-sized in the original: three ResNet levels then two attention levels, per-level layer
+# counts, a cross-attention width other than T5's, the time embedding as wide as the last level.
 PIXEL_UNET_SR1 = {
     **PIXEL_UNET_BASE,
+    "block_out_channels": [32, 32, 32, 32, 32],
     "class_embed_type": "timestep",
+    "down_block_types": [
+        "ResnetDownsampleBlock3D",
+        "ResnetDownsampleBlock3D",
+        "ResnetDownsampleBlock3D",
+        "SimpleCrossAttnDownBlock3D",
+        "SimpleCrossAttnDownBlock3D",
+    ],
     "in_channels": 6,
+    "layers_per_block": [1, 1, 1, 2, 1],
     "mid_block_scale_factor": 1.4142271248762552,
-    "only_cross_attention": True,
     "resnet_out_scale_factor": 1.4142271248762552,
     "resnet_skip_time_act": True,
+    "sample_size": 256,
     "time_embedding_act_fn": "gelu",
     "time_embedding_dim": 32,
+    "up_block_types": [
+        "SimpleCrossAttnUpBlock3D",
+        "SimpleCrossAttnUpBlock3D",
+        "ResnetUpsampleBlock3D",
+        "ResnetUpsampleBlock3D",
+        "ResnetUpsampleBlock3D",
+    ],
 }
 IF_II_UNET = {
     "act_fn": "gelu",
@@ -117,7 +186,7 @@ IF_II_UNET = {
     "encoder_hid_dim": T5_WIDTH,
     "encoder_hid_dim_type": "text_proj",
     "in_channels": 6,
-    "layers_per_block": 1,
+    "layers_per_block": [1, 1],
     "mid_block_scale_factor": 1.4142271248762552,
     "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
     "norm_num_groups": 4,
@@ -130,17 +199,26 @@ IF_II_UNET = {
     "time_embedding_dim": 32,
     "up_block_types": ["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"],
 }
+# zeroscope's config as the reference's class writes it: SD-style blocks, `attention_head_dim` as the
+# number of heads of each level, linear projections, the temporal transformer after conv_in.
 LATENT_UNET = {
     "act_fn": "silu",
-    "attention_head_dim": 4,
+    "attention_head_dim": [2, 4],
     "block_out_channels": [32, 32],
     "cross_attention_dim": CLIP_WIDTH,
     "down_block_types": ["CrossAttnDownBlock3D", "DownBlock3D"],
+    "downsample_padding": 1,
     "in_channels": 4,
     "layers_per_block": 1,
+    "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock3DCrossAttn",
+    "norm_eps": 1e-05,
     "norm_num_groups": 32,
     "out_channels": 4,
+    "sample_size": 32,
+    "transfromer_in_opt": True,
     "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D"],
+    "use_linear_projection": True,
 }
 VAE = {
     "act_fn": "silu",
@@ -154,6 +232,23 @@ VAE = {
     "scaling_factor": 0.18215,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
+# The showlab pixel folders carry IF's (unused) CLIP image processor config.
+FEATURE_EXTRACTOR = {
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "CLIPImageProcessor",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 224},
+}
+REFERENCE_UNET = ["showone.models.unet_3d_condition", "UNet3DConditionModel"]
+T5_SHARDS = 2
 
 # Text the T5 sentencepiece model is trained on: enough to cover lowercase prompts.
 _TOKENIZER_CORPUS = (
@@ -163,6 +258,9 @@ _TOKENIZER_CORPUS = (
     "quick brown fox jumps over the lazy dog 0123456789 ? ( ) , ' \" - _ : / & + = % $ # @ *"
 )
 _PIECES_FILE = "tiny-preset.complete"
+# Bumped whenever the layout changes, so a preset cached by an older version is made again.
+# 2: as published (DPM-Solver++ pixel stages, .bin weights, sr2 in the reference's UNet class).
+LAYOUT_VERSION = 2
 
 
 def default_tiny_preset_dir() -> Path:
@@ -176,7 +274,12 @@ def ensure_tiny_preset(dest: Path | None = None) -> Path:
 
 
 def is_complete(dest: Path) -> bool:
-    return (Path(dest) / _PIECES_FILE).is_file()
+    """A whole preset of the current layout is at `dest`."""
+    try:
+        stamp = json.loads((Path(dest) / _PIECES_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(stamp, dict) and stamp.get("layout") == LAYOUT_VERSION
 
 
 def make_tiny_preset(dest: Path, seed: int = 0) -> Path:
@@ -192,7 +295,7 @@ def make_tiny_preset(dest: Path, seed: int = 0) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".tiny-preset-", dir=dest.parent))
     try:
         _write_preset(staging, seed)
-        (staging / _PIECES_FILE).write_text(json.dumps({"seed": seed}))
+        (staging / _PIECES_FILE).write_text(json.dumps({"layout": LAYOUT_VERSION, "seed": seed}))
         if dest.exists() and not is_complete(dest):
             shutil.rmtree(dest, ignore_errors=True)
         try:
@@ -206,41 +309,60 @@ def make_tiny_preset(dest: Path, seed: int = 0) -> Path:
 
 
 def _write_preset(root: Path, seed: int) -> None:
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from models.unet_3d import Show1UNet3DConditionModel
 
     generator = _Seeds(seed)
     t5_folder = root / "_t5"
-    _write_t5(t5_folder, generator)
+    t5 = _write_t5(t5_folder, generator)
     pixel_pipelines = {
-        BASE: ("TextToVideoIFPipeline", PIXEL_UNET_BASE, "fp16", False),
-        INTERPOLATION: ("TextToVideoIFInterpPipeline", {**PIXEL_UNET_BASE, "in_channels": 7}, "fp16", False),
-        SR1: ("TextToVideoIFSuperResolutionPipeline_Cond", PIXEL_UNET_SR1, None, True),
+        BASE: ("TextToVideoIFPipeline", PIXEL_UNET_BASE, PIXEL_DPM_SOLVER, False),
+        INTERPOLATION: ("TextToVideoIFInterpPipeline", PIXEL_UNET_INTERP, PIXEL_DPM_SOLVER, False),
+        SR1: ("TextToVideoIFSuperResolutionPipeline_Cond", PIXEL_UNET_SR1, SR1_DPM_SOLVER, True),
     }
-    for name, (pipeline, unet_config, variant, noising) in pixel_pipelines.items():
+    for name, (pipeline, unet_config, scheduler, noising) in pixel_pipelines.items():
         folder = root / name
-        _copy_t5(t5_folder, folder, variant)
+        shutil.copytree(t5_folder / "tokenizer", folder / "tokenizer")
+        # Float32 .bin shards with their index; show-1-interpolation's mix in float16 tensors, as
+        # the Hub's do (the reference loads those two encoders and never runs them).
+        _save_bin_shards(t5, folder / "text_encoder", T5_SHARDS, mixed_fp16=name == INTERPOLATION)
         generator.seed_next()
-        _save(Show1UNet3DConditionModel(**unet_config), folder / "unet", variant)
-        _write_json(folder / "scheduler" / "scheduler_config.json", PIXEL_DDPM)
+        _save_bin(Show1UNet3DConditionModel(**unet_config), folder / "unet")
+        _write_json(folder / "scheduler" / "scheduler_config.json", scheduler)
         if noising:
             _write_json(folder / "image_noising_scheduler" / "scheduler_config.json", IMAGE_NOISING_DDPM)
-        _write_model_index(folder, pipeline, _pixel_components(noising, "showone.models.unet_3d_condition"))
+        _write_json(folder / "feature_extractor" / "preprocessor_config.json", FEATURE_EXTRACTOR)
+        _write_model_index(folder, pipeline, _pixel_components(noising, "DPMSolverMultistepScheduler"))
 
+    # DeepFloyd's repos ship safetensors as fp16 variants only.
     if_folder = root / IF_II
-    _copy_t5(t5_folder, if_folder, "fp16")
+    shutil.copytree(t5_folder / "tokenizer", if_folder / "tokenizer")
+    copy.deepcopy(t5).half().save_pretrained(if_folder / "text_encoder", variant="fp16")
     generator.seed_next()
-    _save(UNet2DConditionModel(**IF_II_UNET), if_folder / "unet", "fp16")
-    _write_json(if_folder / "scheduler" / "scheduler_config.json", PIXEL_DDPM)
+    UNet2DConditionModel(**IF_II_UNET).half().save_pretrained(
+        if_folder / "unet", variant="fp16", safe_serialization=True
+    )
+    _write_json(if_folder / "scheduler" / "scheduler_config.json", IF_II_DDPM)
     _write_json(if_folder / "image_noising_scheduler" / "scheduler_config.json", IMAGE_NOISING_DDPM)
-    _write_model_index(if_folder, "IFSuperResolutionPipeline", _pixel_components(True, "diffusers"))
+    _write_model_index(
+        if_folder,
+        "IFSuperResolutionPipeline",
+        {
+            **_pixel_components(True, "DDPMScheduler"),
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "watermarker": [None, None],
+        },
+    )
 
     sr2 = root / SR2
     generator.seed_next()
-    _save(UNet3DConditionModel(**LATENT_UNET), sr2 / "unet", None)
+    _save_bin(Show1UNet3DConditionModel(**LATENT_UNET), sr2 / "unet")
     generator.seed_next()
-    _save(AutoencoderKL(**VAE), sr2 / "vae", None)
+    _save_bin(AutoencoderKL(**VAE), sr2 / "vae")
     _write_clip(sr2, generator)
     _write_json(sr2 / "scheduler" / "scheduler_config.json", LATENT_DPM_SOLVER)
     _write_model_index(
@@ -250,7 +372,7 @@ def _write_preset(root: Path, seed: int) -> None:
             "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
             "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"],
-            "unet": ["diffusers", "UNet3DConditionModel"],
+            "unet": REFERENCE_UNET,
             "vae": ["diffusers", "AutoencoderKL"],
         },
     )
@@ -269,14 +391,52 @@ class _Seeds:
         self.count += 1
 
 
-def _save(model: torch.nn.Module, folder: Path, variant: str | None) -> None:
-    # The published base, interpolation and IF-II checkpoints ship fp16-variant files only.
-    if variant == "fp16":
-        model = model.half()
-    model.save_pretrained(folder, variant=variant, safe_serialization=True)
+def _save_bin(model: torch.nn.Module, folder: Path) -> None:
+    """One float16 `diffusion_pytorch_model.bin`, no variant file, as the showlab folders hold."""
+    model.half().save_pretrained(folder, safe_serialization=False)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("_class_name") == "Show1UNet3DConditionModel":
+        # The name the reference's class writes (its model_index.json names the module).
+        config["_class_name"] = "UNet3DConditionModel"
+        _write_json(config_path, config)
 
 
-def _write_t5(folder: Path, seeds: _Seeds) -> None:
+def _save_bin_shards(model: Any, folder: Path, shards: int, mixed_fp16: bool = False) -> None:
+    """A transformers model as pickled `pytorch_model-0000i-of-0000n.bin` shards with their index.
+
+    transformers 5 saves safetensors only, so the shards are written here in its old layout: tensors in
+    state-dict order, cut into `shards` runs of about equal size; tied tensors counted once.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    if mixed_fp16:
+        first = list(state)[: len(state) // 2]
+        state.update({name: state[name].half() for name in first[1::2]})
+    sizes, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        pointer = tensor.data_ptr()
+        sizes[name] = 0 if pointer in seen else tensor.numel() * tensor.element_size()
+        seen.add(pointer)
+    total = sum(sizes.values())
+    names = [f"pytorch_model-{index + 1:05d}-of-{shards:05d}.bin" for index in range(shards)]
+    weight_map, parts, running = {}, [{} for _ in names], 0
+    for name, tensor in state.items():
+        part = min(running * shards // total, shards - 1)
+        parts[part][name] = tensor
+        weight_map[name] = names[part]
+        running += sizes[name]
+    for name, part in zip(names, parts, strict=True):
+        torch.save(part, folder / name)
+    _write_json(
+        folder / "pytorch_model.bin.index.json",
+        {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+    )
+
+
+def _write_t5(folder: Path, seeds: _Seeds) -> Any:
+    """The T5 tokenizer, written under `folder`, and the (random) encoder."""
     import sentencepiece as spm
     from transformers import T5Config, T5EncoderModel
 
@@ -329,17 +489,7 @@ def _write_t5(folder: Path, seeds: _Seeds) -> None:
         pad_token_id=0,
         eos_token_id=1,
     )
-    T5EncoderModel(config).save_pretrained(folder / "text_encoder")
-
-
-def _copy_t5(t5_folder: Path, dest: Path, variant: str | None) -> None:
-    from transformers import T5EncoderModel
-
-    shutil.copytree(t5_folder / "tokenizer", dest / "tokenizer")
-    encoder = T5EncoderModel.from_pretrained(t5_folder / "text_encoder")
-    if variant == "fp16":
-        encoder = encoder.half()
-    encoder.save_pretrained(dest / "text_encoder", variant=variant)
+    return T5EncoderModel(config).eval()
 
 
 def _write_clip(folder: Path, seeds: _Seeds) -> None:
@@ -385,7 +535,10 @@ def _write_clip(folder: Path, seeds: _Seeds) -> None:
         hidden_act="quick_gelu",
         projection_dim=CLIP_WIDTH,
     )
-    CLIPTextModel(config).save_pretrained(folder / "text_encoder")
+    # One float32 pytorch_model.bin, as show-1-sr2 holds.
+    encoder = CLIPTextModel(config)
+    encoder.config.save_pretrained(folder / "text_encoder")
+    torch.save(encoder.state_dict(), folder / "text_encoder" / "pytorch_model.bin")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -402,16 +555,13 @@ def _bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-def _pixel_components(noising: bool, unet_library: str) -> dict[str, Any]:
+def _pixel_components(noising: bool, scheduler: str) -> dict[str, Any]:
     components: dict[str, Any] = {
-        "feature_extractor": [None, None],
-        "scheduler": ["diffusers", "DDPMScheduler"],
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "scheduler": ["diffusers", scheduler],
         "text_encoder": ["transformers", "T5EncoderModel"],
         "tokenizer": ["transformers", "T5Tokenizer"],
-        "unet": [
-            unet_library,
-            "UNet2DConditionModel" if unet_library == "diffusers" else "UNet3DConditionModel",
-        ],
+        "unet": REFERENCE_UNET,
     }
     if noising:
         components["image_noising_scheduler"] = ["diffusers", "DDPMScheduler"]

@@ -228,13 +228,120 @@ def test_download_takes_one_copy_of_each_component() -> None:
     ]
 
 
-def test_the_downloaded_files_are_enough_to_load_the_cascade(tmp_path: Path) -> None:
-    """Only the planned files of each tiny-c checkpoint, copied as a download would lay them: it loads."""
+# The main branches as ../shared/published/README.md lists them (weights, configs and tokenizers).
+_T5_SHARDS = [
+    "text_encoder/config.json",
+    "text_encoder/pytorch_model-00001-of-00002.bin",
+    "text_encoder/pytorch_model-00002-of-00002.bin",
+    "text_encoder/pytorch_model.bin.index.json",
+]
+PUBLISHED_LISTINGS = {
+    "show-1-base": [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        *_T5_SHARDS,
+        "tokenizer/special_tokens_map.json",
+        "tokenizer/spiece.model",
+        "tokenizer/tokenizer_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+    ],
+    "show-1-interpolation": [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        *_T5_SHARDS,
+        "tokenizer/spiece.model",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+    ],
+    "IF-II-L-v1.0": [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "image_noising_scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+        "unet/diffusion_pytorch_model.fp16.bin",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.fp16-00001-of-00002.safetensors",
+        "text_encoder/model.fp16-00002-of-00002.safetensors",
+        "text_encoder/model.safetensors.index.fp16.json",
+    ],
+    "show-1-sr1": [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "image_noising_scheduler/scheduler_config.json",
+        *_T5_SHARDS,
+        "tokenizer/spiece.model",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+    ],
+    "show-1-sr2": [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "text_encoder/config.json",
+        "text_encoder/pytorch_model.bin",
+        "tokenizer/merges.txt",
+        "tokenizer/special_tokens_map.json",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/vocab.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.bin",
+    ],
+}
+
+
+def test_the_published_repos_are_fetched_without_unused_text_encoders() -> None:
+    """Plain `.bin` where no variant exists; the T5 of show-1-base only (interpolation's and sr1's,
+    about 30 GB, are loaded by the reference and never used); IF-II-L's fp16 safetensors."""
+    planned = {folder: files_to_download(folder, listing) for folder, listing in PUBLISHED_LISTINGS.items()}
+    assert planned["show-1-base"] == [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/special_tokens_map.json",
+        "tokenizer/spiece.model",
+        "tokenizer/tokenizer_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+        "text_encoder/config.json",
+        "text_encoder/pytorch_model.bin.index.json",
+        "text_encoder/pytorch_model-00001-of-00002.bin",
+        "text_encoder/pytorch_model-00002-of-00002.bin",
+    ]
+    plain_unet = ["model_index.json", "scheduler/scheduler_config.json", "unet/config.json"]
+    assert planned["show-1-interpolation"] == [*plain_unet, "unet/diffusion_pytorch_model.bin"]
+    assert planned["IF-II-L-v1.0"] == [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "image_noising_scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+    ]
+    assert planned["show-1-sr1"] == [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "image_noising_scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+    ]
+    assert sorted(planned["show-1-sr2"]) == sorted(PUBLISHED_LISTINGS["show-1-sr2"])
+    for folder in ("show-1-interpolation", "IF-II-L-v1.0", "show-1-sr1"):
+        assert not any(name.startswith(("text_encoder/", "tokenizer/")) for name in planned[folder]), folder
+
+
+@pytest.mark.parametrize("case", ["tiny-c", PUBLISHED_CASE])
+def test_the_downloaded_files_are_enough_to_load_the_cascade(case: str, tmp_path: Path) -> None:
+    """Only the planned files of each checkpoint, copied as a download would lay them: it loads (tiny-d
+    has the published layout: `.bin` UNets, sharded T5, sr2 written by the reference's class)."""
+    source = GOLDEN_ROOT / case / "models"
     for folder in CHECKPOINT_FOLDERS:
-        listing = [str(p.relative_to(TINY_C / folder)) for p in (TINY_C / folder).rglob("*") if p.is_file()]
+        listing = [str(p.relative_to(source / folder)) for p in (source / folder).rglob("*") if p.is_file()]
         for name in files_to_download(folder, listing):
             (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(TINY_C / folder / name, tmp_path / folder / name)
+            shutil.copy(source / folder / name, tmp_path / folder / name)
     assert not (tmp_path / "IF-II-L-v1.0" / "text_encoder").exists()
     load_models(tmp_path, torch.float32)
 
