@@ -7,6 +7,7 @@ maps to its own wire format; the routes only parse and translate.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,21 +25,23 @@ from rq.job import Job
 from app import metrics
 from app.deps import Services
 from app.egress import EgressPolicy, ForbiddenTarget
-from app.jobs import ACTIVE, CANCELED, QUEUED, JobRecord, JobStore
+from app.jobs import ACTIVE, CANCELED, QUEUED, SUCCEEDED, JobRecord, JobStore
 from app.queue import enqueue_video, remove_queued
 from app.schemas import VideoRequest
 from app.settings import Settings
-from app.storage import LocalStorage, StorageError, job_keys
+from app.storage import LocalStorage, Storage, StorageError, is_own_stage_output, job_keys
 from app.webhooks import notify
-from models.cost import REFERENCE_COST, total_cost
+from models.cost import REFERENCE_COST, stage_costs
 from models.params import (
     DEMO_KEYFRAME_SIZE,
     DEMO_OUTPUT_SIZE,
     DEMO_STEPS,
+    STAGES,
     GenerationParams,
     StageGuidance,
     StageSteps,
 )
+from models.stage_outputs import DRAFT_LAST_STAGE, INTERPOLATION
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 log = logging.getLogger("show1.api")
@@ -116,7 +119,12 @@ def submit(
     webhooks speak its language); they do not take part in the idempotency comparison.
     """
     settings = services.settings
-    if len(body.prompt) > settings.max_prompt_chars:
+    draft = None
+    if body.draft_id is not None:
+        draft = _finishable_draft(services, owner, body)
+    elif body.prompt is None:
+        raise InvalidField(("body", "prompt"), "Field required (only finishing a draft takes its prompt)")
+    if body.prompt is not None and len(body.prompt) > settings.max_prompt_chars:
         limit = settings.max_prompt_chars
         raise InvalidField(("body", "prompt"), f"prompt is longer than {limit} characters")
     if body.num_keyframes > settings.max_keyframes:
@@ -138,11 +146,24 @@ def submit(
         if replay is not None:
             return Submitted(replay, replayed=True)
 
-    seed = body.seed if body.seed is not None else secrets.randbelow(2**63)
-    params = _generation_params(body, seed, settings)
-    _check_cost(params, settings.max_job_cost)
+    if draft is None:
+        seed = body.seed if body.seed is not None else secrets.randbelow(2**63)
+        params = _generation_params(body, seed, settings)
+        runs = DRAFT_STAGES if body.draft else STAGES
+        inherited = {}
+    else:
+        params = _finish_params(body, draft)
+        runs, inherited = FINISH_STAGES, {INTERPOLATION: draft["stages"][INTERPOLATION]}
+    # What the stages the job runs cost (models/cost.py): for the cap, and for ETAs without re-deriving.
+    costs = {stage: cost for stage, cost in stage_costs(params).items() if stage in runs}
+    _check_cost(params, costs, settings.max_job_cost)
     fields = {
         "params": params.to_dict(),
+        "costs": costs,
+        "draft": body.draft,
+        "draft_id": body.draft_id,
+        # Stage outputs the job starts from: a finished draft's interpolation (never its files to delete).
+        "stages": inherited,
         "webhook_url": str(body.webhook_url) if body.webhook_url else None,
         "webhook_on_start": body.webhook_on_start,
         **(extra_fields or {}),
@@ -171,7 +192,7 @@ def submit(
     record = admission.record
     assert record is not None
     try:
-        enqueue_video(services.queue, record.id, settings)
+        enqueue_video(services.queue, services.store, record.id, settings)
     except Exception as error:
         # The client gets an error, so the job must not exist: no record, no count, no claim. Should
         # Redis be gone for this too, the janitor abandons the pending admission later.
@@ -212,9 +233,10 @@ def _generation_params(body: VideoRequest, seed: int, settings: Settings) -> Gen
         raise InvalidField(("body", "params"), str(error), body.model_dump(mode="json")) from error
 
 
-def _check_cost(params: GenerationParams, max_cost: float) -> None:
-    """Refuse a job that costs more than `max_cost` paper-default videos, naming what drives its cost."""
-    cost = total_cost(params) / REFERENCE_COST
+def _check_cost(params: GenerationParams, costs: dict[str, float], max_cost: float) -> None:
+    """Refuse a job whose stages (`costs`) cost more than `max_cost` paper-default videos, naming
+    what drives its cost."""
+    cost = sum(costs.values()) / REFERENCE_COST
     if cost <= max_cost:
         return
     paper = GenerationParams(prompt=params.prompt, seed=params.seed)
@@ -233,6 +255,81 @@ def _check_cost(params: GenerationParams, max_cost: float) -> None:
         f"this video would cost {cost:.1f} times a default video ({cost * REFERENCE_COST:.0f} PFLOP), "
         f"over the limit of {max_cost:g}; {'.'.join(loc[1:])} grows it most ({growth[loc]:.1f}x the default)",
     )
+
+
+# Drafts run the stages up to models.stage_outputs.DRAFT_LAST_STAGE; finishing one runs the rest.
+DRAFT_STAGES = STAGES[: STAGES.index(DRAFT_LAST_STAGE) + 1]
+FINISH_STAGES = STAGES[len(DRAFT_STAGES) :]
+# Request fields that decide a draft's own stages: finishing a draft cannot change them.
+_DRAFT_FIELDS = ("prompt", "negative_prompt", "seed", "num_keyframes", "keyframe_size", "keyframe_dropout")
+_DRAFT_STEPS = ("base", "interp")
+
+
+def _finishable_draft(services: Services, owner: str, body: VideoRequest) -> JobRecord:
+    """The caller's succeeded draft whose interpolation is still stored, or the error saying why not."""
+    draft_id = body.draft_id
+    if body.draft:
+        raise InvalidField(("body", "draft"), "a request either makes a draft or finishes one (draft_id)")
+    record = services.store.get(draft_id)
+    if record is None or record["owner"] != owner:
+        raise NotFound(f"no draft {draft_id} for this API key (never made, deleted, or expired)")
+    if not record["draft"]:
+        raise WrongState(f"job {draft_id} is not a draft; only drafts can be finished")
+    if record.status != SUCCEEDED:
+        raise WrongState(f"draft {draft_id} is {record.status}; only a succeeded draft can be finished")
+    key = (record["stages"] or {}).get(INTERPOLATION)
+    expires_at = services.store.stage_output_expiry(key) if key else None
+    if expires_at is None or expires_at <= time.time():
+        raise WrongState(f"draft {draft_id} expired: its stored interpolation is gone; make a new draft")
+    return record
+
+
+def _finish_params(body: VideoRequest, draft: JobRecord) -> GenerationParams:
+    """The draft's parameters with the later stages' fields of `body`; a field of the draft's own
+    stages that differs from the draft's is refused by name."""
+    params = GenerationParams.from_dict(draft["params"])
+    given = body.model_fields_set
+    drafted = {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "seed": params.seed,
+        "num_keyframes": params.num_keyframes,
+        "keyframe_size": params.keyframe_size,
+        "keyframe_dropout": params.keyframe_dropout,
+    }
+    for name in _DRAFT_FIELDS:
+        value = getattr(body, name)
+        if name == "keyframe_size":
+            value = (body.keyframe_size.height, body.keyframe_size.width)
+        if name in given and value != drafted[name]:
+            raise InvalidField(
+                ("body", name),
+                f"{name} is fixed by the draft ({drafted[name]!r}); finishing a draft changes only the "
+                "later stages (output_size, sr1_image/sr1/sr2 steps and guidance, fps)",
+                getattr(body, name) if name != "keyframe_size" else body.keyframe_size.model_dump(),
+            )
+    changes: dict[str, Any] = {}
+    for group in ("steps", "guidance"):
+        overrides = getattr(body, group)
+        chosen = (
+            {name: getattr(overrides, name) for name in overrides.model_fields_set} if group in given else {}
+        )
+        for name in _DRAFT_STEPS:
+            if name in chosen and chosen[name] != getattr(getattr(params, group), name):
+                raise InvalidField(
+                    ("body", group, name),
+                    f"{group}.{name} is fixed by the draft ({getattr(getattr(params, group), name)!r})",
+                    chosen[name],
+                )
+        changes[group] = dataclasses.replace(getattr(params, group), **chosen)
+    if "output_size" in given:
+        changes["output_size"] = (body.output_size.height, body.output_size.width)
+    if "fps" in given:
+        changes["fps"] = body.fps
+    try:
+        return dataclasses.replace(params, **changes)
+    except ValueError as error:
+        raise InvalidField(("body", "params"), str(error), body.model_dump(mode="json")) from error
 
 
 def _area(size: tuple[int, int]) -> int:
@@ -295,8 +392,33 @@ def delete(services: Services, record: JobRecord) -> bool:
         # The record goes regardless; an orphaned file costs storage, not correctness.
         with contextlib.suppress(StorageError):
             services.storage.delete(key)
+    with contextlib.suppress(StorageError):  # else they expire as tracked
+        delete_stage_outputs(services.store, services.storage, record.id, record["stages"] or {})
     services.store.delete(record.id, record["owner"])
     return True
+
+
+def delete_stage_outputs(store: JobStore, storage: Storage, job_id: str, stages: dict[str, str]) -> None:
+    """A job's own stage outputs, removed with the job (those of a draft it finished stay the draft's)."""
+    own = [key for key in stages.values() if is_own_stage_output(job_id, key)]
+    for key in own:
+        storage.delete(key)
+    store.forget_stage_outputs(own)
+
+
+def sweep_stage_outputs(store: JobStore, storage: Storage, now: float | None = None) -> int:
+    """Delete the stage outputs whose time is up (a janitor's round); returns how many went."""
+    due = store.stage_outputs_due(time.time() if now is None else now)
+    gone = []
+    for key in due:
+        try:
+            storage.delete(key)
+        except StorageError as error:
+            log.warning("expired stage output %s not deleted yet: %s", key, error)
+            continue
+        gone.append(key)
+    store.forget_stage_outputs(gone)
+    return len(gone)
 
 
 def stored_file(services: Services, key: str, media_type: str) -> Response:

@@ -86,8 +86,29 @@ class Keys:
     def active(self, status: JobStatus) -> str:
         return self._key("active", status)
 
+    def waiting(self) -> str:
+        """Queued jobs scored by their queue ticket: a job's queue position is its rank here."""
+        return self._key("queue", "waiting")
+
+    def tickets(self) -> str:
+        """The last queue ticket handed out (admission and every return to the queue take one)."""
+        return self._key("queue", "tickets")
+
     def finished_count(self, status: JobStatus) -> str:
         return self._key("finished", status)
+
+    # Stage outputs in storage (models/stage_outputs.py)
+    def stage_outputs(self) -> str:
+        """Every stored stage output's storage key, scored by when it expires (the janitor deletes it)."""
+        return self._key("stage-outputs")
+
+    def stage_output_bytes(self) -> str:
+        """Storage key -> size, for /metrics."""
+        return self._key("stage-outputs", "bytes")
+
+    def work_done(self) -> str:
+        """Cost units (models/cost.py) the workers computed, re-done work included: a float counter."""
+        return self._key("metrics", "work")
 
     # Workers
     def workers(self) -> str:
@@ -116,6 +137,7 @@ class Keys:
 
 # The status vocabulary as the scripts see it, written from JobStatus: STATUSES in order, ACTIVE a set.
 _LUA_STATUSES = (
+    f"local QUEUED = {json.dumps(str(QUEUED))}\n"
     f"local STATUSES = {{{', '.join(json.dumps(str(status)) for status in STATUSES)}}}\n"
     f"local ACTIVE = {{{', '.join(f'[{json.dumps(str(status))}] = true' for status in ACTIVE)}}}\n"
 )
@@ -124,16 +146,21 @@ _LUA_STATUSES = (
 # Every key the script touches comes in KEYS, in the order JobStore.transition_keys builds them: the
 # record, its event stream, the owner's in-flight set, then per status (STATUSES order) the owner's
 # index of its jobs in that status, the set of active jobs in that status and the counter of jobs
-# that ended in it. ARGV: job id, allowed current statuses (comma-separated), new status ("" keeps it),
-# TTL, "1" when a requested cancel must win over this write (publishing a video), the attempt that
-# must hold the job ("" for any: its fencing token), "1" to start a new attempt (the script then
-# returns its number), then field/value pairs. The status sets are
-# derived here from the status read inside the script, so they cannot go stale between a read and the
-# write. While a job runs its progress only grows (a retried attempt starts from zero again, and a
-# client must not see that). Every write appends one event to the stream in the same step, so a reader
-# of the stream misses no change: "status" when the status changes, "preview" when the keyframe
-# preview appears, "progress" otherwise; its data is the changed fields as one JSON object.
-_TRANSITION = _LUA_STATUSES + """
+# that ended in it, and last the queue's waiting line and its ticket counter. ARGV: job id, allowed
+# current statuses (comma-separated), new status ("" keeps it), TTL, "1" when a requested cancel
+# must win over this write (publishing a video), the attempt that must hold the job ("" for any: its
+# fencing token), "1" to start a new attempt (the script then returns its number), then field/value
+# pairs. The status sets are derived here from the status read inside the script, so they cannot go
+# stale between a read and the write. While a job runs its progress only grows (a retried attempt
+# starts from zero again, and a client must not see that). Every write appends one event to the
+# stream in the same step, so a reader of the stream misses no change: "status" when the status
+# changes, "preview" when the keyframe preview appears, "progress" otherwise; its data is the changed
+# fields as one JSON object. A job entering the queued status takes a new ticket at the end of the
+# waiting line and one leaving it leaves the line, so the line holds exactly the queued jobs, in the
+# order RQ hands them out.
+_TRANSITION = (
+    _LUA_STATUSES
+    + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
 current = cjson.decode(current)
@@ -174,6 +201,12 @@ if new ~= '' and new ~= current then
     redis.call('SREM', KEYS[3], id)
     redis.call('INCR', KEYS[to + 3])
   end
+  local line, tickets = KEYS[#KEYS - 1], KEYS[#KEYS]
+  if new == QUEUED then
+    redis.call('ZADD', line, redis.call('INCR', tickets), id)
+  elseif current == QUEUED then
+    redis.call('ZREM', line, id)
+  end
   event = 'status'
 end
 table.insert(changed, '"status":' .. redis.call('HGET', KEYS[1], 'status'))
@@ -183,38 +216,27 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 return result
 """
+)
 
 
 # Admission, in one step. KEYS: the record, the owner's index of all its jobs, its index of queued jobs,
-# its in-flight set, the set of queued jobs, the idempotency slot, the pending-admissions set, then
-# the record key of every job the caller read in the in-flight set. ARGV: job id, TTL, in-flight
-# limit ("" for none), now, idempotency claim ("" for none), idempotency TTL, the number n of
-# in-flight ids read, those n ids, then field/value pairs of the record. The in-flight set heals
-# here: a member whose record ended or expired (a crash between steps, a lost worker) is dropped
-# before counting.
-_ADMIT = (
-    _LUA_STATUSES
-    + """
+# its in-flight set, the set of queued jobs, the idempotency slot, the pending-admissions set, the
+# queue's waiting line (only abandoning touches it: the ticket comes with the queue entry). ARGV: job
+# id, TTL, in-flight limit ("" for none), now, idempotency claim ("" for none), idempotency TTL, then
+# field/value pairs of the record. The count is the in-flight set's size: only the transitions above
+# change that set, atomically with the status, so no member's record is read here (the janitor heals
+# what an expired record leaves: JobStore.heal). O(1) whatever the owner has in flight, and no retry.
+_ADMIT = """
 if ARGV[5] ~= '' then
   local claim = redis.call('GET', KEYS[6])
   if claim then return {'replay', claim} end
 end
-local n = tonumber(ARGV[7])
 if ARGV[3] ~= '' then
-  if redis.call('SCARD', KEYS[4]) ~= n then return {'retry'} end
-  for i = 1, n do
-    local member = ARGV[7 + i]
-    if redis.call('SISMEMBER', KEYS[4], member) == 0 then return {'retry'} end
-    local status = redis.call('HGET', KEYS[7 + i], 'status')
-    if not status or not ACTIVE[cjson.decode(status)] then
-      redis.call('SREM', KEYS[4], member)
-    end
-  end
   local count = redis.call('SCARD', KEYS[4])
   if count >= tonumber(ARGV[3]) then return {'limit', tostring(count)} end
 end
 local id, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[4]
-for i = 8 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ttl)
 for _, index in ipairs({KEYS[2], KEYS[3]}) do
   redis.call('ZADD', index, now, id)
@@ -226,10 +248,21 @@ if ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'EX', tonumber(ARGV[6]
 redis.call('ZADD', KEYS[7], now, id)
 return {'created'}
 """
+
+# A queued job's place in the waiting line, taken in the same MULTI as its RQ queue entry (app/queue.py),
+# so the line's order is the queue's order even for jobs admitted at the same instant. KEYS: the record,
+# the line, the ticket counter. ARGV: job id. A job no longer queued (canceled meanwhile) takes none.
+_TAKE_TICKET = (
+    _LUA_STATUSES
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or cjson.decode(status) ~= QUEUED then return 0 end
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+return 1
+"""
 )
 
-# Undo an admission whose queue entry could not be made. KEYS: the record, the owner's two indexes,
-# its in-flight set, the set of queued jobs, the idempotency slot, the pending set. ARGV: job id.
+# Undo an admission whose queue entry could not be made. KEYS: those of admission. ARGV: job id.
 _ABANDON = """
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -239,6 +272,7 @@ redis.call('SREM', KEYS[5], ARGV[1])
 local claim = redis.call('GET', KEYS[6])
 if claim and cjson.decode(claim)['job_id'] == ARGV[1] then redis.call('DEL', KEYS[6]) end
 redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
 return 1
 """
 
@@ -304,6 +338,7 @@ class JobStore:
         self._transition = connection.register_script(_TRANSITION)
         self._admit = connection.register_script(_ADMIT)
         self._abandon = connection.register_script(_ABANDON)
+        self._take_ticket = connection.register_script(_TAKE_TICKET)
 
     # Reads
     def get(self, job_id: str) -> JobRecord | None:
@@ -340,6 +375,21 @@ class JobStore:
         rank = self.redis.zrank if oldest_first else self.redis.zrevrank
         return rank(self.keys.owner_jobs(owner), job_id)
 
+    def queue_positions(self, job_ids: list[str]) -> list[int | None]:
+        """Each job's 0-based place in the queue (None once it left it): one rank lookup per job,
+        O(log depth), whatever the queue holds."""
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.zrank(self.keys.waiting(), job_id)
+        return pipe.execute()
+
+    def queue_head(self, count: int) -> list[str]:
+        """The first `count` queued jobs, in queue order."""
+        return [_text(job_id) for job_id in self.redis.zrange(self.keys.waiting(), 0, count - 1)]
+
+    def queue_depth(self) -> int:
+        return int(self.redis.zcard(self.keys.waiting()))
+
     def count_in_flight(self, owner: str) -> int:
         return int(self.redis.scard(self.keys.in_flight(owner)))
 
@@ -375,28 +425,26 @@ class JobStore:
         job_id = job_id or new_job_id()
         record = self._new_record(job_id, owner, fields)
         claim = json.dumps({"job_id": job_id, "body": body_hash}) if idempotency_slot else ""
-        for _ in range(10):
-            limited = max_in_flight is not None
-            members = [_text(m) for m in self.redis.smembers(self.keys.in_flight(owner))] if limited else []
-            keys = self._admission_keys(job_id, owner, idempotency_slot)
-            keys += [self.keys.record(member) for member in members]
-            limit = "" if max_in_flight is None else max_in_flight
-            args: list[Any] = [job_id, self.ttl_seconds, limit, time.time(), claim, idempotency_ttl]
-            args += [len(members), *members]
-            for name, value in record.items():
-                args += [name, json.dumps(value)]
-            answer = [_text(part) for part in self._admit(keys=keys, args=args)]
-            if answer[0] == "created":
-                return Admission("created", record=JobRecord(record))
-            if answer[0] == "replay":
-                return Admission("replay", claim=answer[1])
-            if answer[0] == "limit":
-                return Admission("limit", in_flight=int(answer[1]))
-        raise redis.RedisError("the in-flight set kept changing during admission")
+        limit = "" if max_in_flight is None else max_in_flight
+        args: list[Any] = [job_id, self.ttl_seconds, limit, time.time(), claim, idempotency_ttl]
+        for name, value in record.items():
+            args += [name, json.dumps(value)]
+        keys = self._admission_keys(job_id, owner, idempotency_slot)
+        answer = [_text(part) for part in self._admit(keys=keys, args=args)]
+        if answer[0] == "replay":
+            return Admission("replay", claim=answer[1])
+        if answer[0] == "limit":
+            return Admission("limit", in_flight=int(answer[1]))
+        return Admission("created", record=JobRecord(record))
 
     def confirm(self, job_id: str) -> None:
         """The admitted job's queue entry exists: it is no longer pending."""
         self.redis.zrem(self.keys.pending_admissions(), job_id)
+
+    def take_ticket(self, job_id: str, pipeline: redis.client.Pipeline) -> None:
+        """Put the job at the end of the waiting line, as part of `pipeline` (its queue entry's)."""
+        keys = [self.keys.record(job_id), self.keys.waiting(), self.keys.tickets()]
+        self._take_ticket(keys=keys, args=[job_id], client=pipeline)
 
     def abandon(self, job_id: str, owner: str, idempotency_slot: str | None = None) -> None:
         """Undo an admission whose job could not be queued: no record, no count, no idempotency claim."""
@@ -413,11 +461,87 @@ class JobStore:
             # Without an idempotency key the scripts still get a key here, one no request can claim.
             idempotency_slot or self.keys.idempotency(owner, "-"),
             self.keys.pending_admissions(),
+            self.keys.waiting(),
         ]
 
     def pending_since(self, before: float) -> list[str]:
         pending = self.redis.zrangebyscore(self.keys.pending_admissions(), 0, before)
         return [_text(job_id) for job_id in pending]
+
+    def heal(self, batch: int = 500) -> int:
+        """Drop index entries whose job is no longer what the index says: in-flight members and waiting
+        jobs whose record ended or expired (a record's TTL can outlive nothing the transitions see).
+        The janitor runs it; admission and positions never scan. Returns how many entries went."""
+        dropped = 0
+        stale_waiting = []
+        for job_id, status in self._statuses(self.redis.zscan_iter(self.keys.waiting(), count=batch), batch):
+            if status != QUEUED:
+                stale_waiting.append(job_id)
+        if stale_waiting:
+            dropped += self.redis.zrem(self.keys.waiting(), *stale_waiting)
+        pattern = self.keys.in_flight("*")
+        for key in self.redis.scan_iter(match=pattern, count=batch):
+            members = self.redis.sscan_iter(key, count=batch)
+            stale = [job_id for job_id, status in self._statuses(members, batch) if status not in ACTIVE]
+            if stale:
+                dropped += self.redis.srem(key, *stale)
+        return dropped
+
+    def _statuses(self, members: Iterable[Any], batch: int) -> Iterable[tuple[str, JobStatus | None]]:
+        """(job id, status or None when the record is gone) for index members, read in batches."""
+        chunk: list[str] = []
+
+        def flush() -> list[tuple[str, JobStatus | None]]:
+            pipe = self.redis.pipeline()
+            for job_id in chunk:
+                pipe.hget(self.keys.record(job_id), "status")
+            found = [
+                (job_id, JobStatus(json.loads(raw)) if raw else None)
+                for job_id, raw in zip(chunk, pipe.execute(), strict=True)
+            ]
+            chunk.clear()
+            return found
+
+        for member in members:
+            chunk.append(_text(member[0] if isinstance(member, tuple) else member))
+            if len(chunk) >= batch:
+                yield from flush()
+        if chunk:
+            yield from flush()
+
+    # Stage outputs
+    def track_stage_output(self, key: str, size: int, expires_at: float) -> None:
+        """Note a stage output before it is written, so nothing written is ever left untracked."""
+        pipe = self.redis.pipeline()
+        pipe.zadd(self.keys.stage_outputs(), {key: expires_at})
+        pipe.hset(self.keys.stage_output_bytes(), key, size)
+        pipe.execute()
+
+    def stage_output_expiry(self, key: str) -> float | None:
+        return self.redis.zscore(self.keys.stage_outputs(), key)
+
+    def stage_outputs_due(self, now: float, limit: int = 500) -> list[str]:
+        due = self.redis.zrangebyscore(self.keys.stage_outputs(), 0, now, start=0, num=limit)
+        return [_text(key) for key in due]
+
+    def forget_stage_outputs(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            pipe = self.redis.pipeline()
+            pipe.zrem(self.keys.stage_outputs(), *keys)
+            pipe.hdel(self.keys.stage_output_bytes(), *keys)
+            pipe.execute()
+
+    def stage_output_totals(self) -> tuple[int, int]:
+        """(how many stage outputs are stored, their bytes)."""
+        sizes = self.redis.hvals(self.keys.stage_output_bytes())
+        return len(sizes), sum(int(size) for size in sizes)
+
+    def add_work(self, cost: float) -> None:
+        self.redis.incrbyfloat(self.keys.work_done(), cost)
+
+    def work(self) -> float:
+        return float(self.redis.get(self.keys.work_done()) or 0.0)
 
     def create(self, owner: str, fields: Mapping[str, Any], job_id: str | None = None) -> JobRecord:
         """A queued job record without limits or a queue entry (tools and tests; the API admits)."""
@@ -462,7 +586,7 @@ class JobStore:
         for status in STATUSES:
             keys += [self.keys.owner_jobs_in(owner, status), self.keys.active(status)]
             keys.append(self.keys.finished_count(status))
-        return keys
+        return [*keys, self.keys.waiting(), self.keys.tickets()]
 
     def transition(
         self,
@@ -516,6 +640,7 @@ class JobStore:
                 "stage": None,
                 "stage_progress": {},
                 "eta_seconds": eta_seconds,
+                "resumed_from": None,
             },
         )
 
@@ -529,7 +654,8 @@ class JobStore:
             raise ValueError(f"{status} is not a terminal status")
         extra = {"finished_at": utc_now(), "eta_seconds": None, **(fields or {})}
         if status == SUCCEEDED:
-            extra["progress"] = 1.0
+            # Done: no stage is under way. A failed or canceled job keeps the stage it stopped in.
+            extra.update(progress=1.0, stage=None)
         # A cancel accepted before the video is published wins: the client was told "cancel requested".
         return bool(
             self.transition(

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,6 +72,46 @@ class _TooLarge(Exception):
     pass
 
 
+class RequestMetrics:
+    """Counts and times every request by route, and turns an exception no handler took into a 500
+    with a body, logged once: the client always gets an answer, never a dropped connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status_code = time.perf_counter(), None
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        except Exception:
+            if status_code is not None:
+                raise  # the response has begun: only the server can end it now
+            status_code = 500
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await _internal_error(scope)(scope, receive, send)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(scope["method"], path, str(status_code)).inc()
+            metrics.HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+def _internal_error(scope: Scope) -> JSONResponse:
+    message = "internal error; the request may be retried"
+    if scope["path"].startswith(openai_api.PREFIX + "/"):
+        return openai_api.error_response(500, message)
+    return JSONResponse({"detail": message}, status_code=500)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -96,15 +136,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openai_api.install(app)
     web.install(app)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
-
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: it sees every answer, the 413s included
     return app

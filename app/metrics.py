@@ -50,6 +50,19 @@ class FleetCollector:
         yield GaugeMetricFamily(
             "show1_queue_depth", "Jobs waiting in the RQ queue.", value=len(self.services.queue)
         )
+        stored, stored_bytes = store.stage_output_totals()
+        yield GaugeMetricFamily(
+            "show1_stage_outputs", "Stage outputs kept in storage (resume points, drafts).", value=stored
+        )
+        yield GaugeMetricFamily(
+            "show1_stage_output_bytes", "Bytes of the stage outputs kept in storage.", value=stored_bytes
+        )
+        yield CounterMetricFamily(
+            "show1_work_computed",
+            "Cost units (PFLOP of the full-size models, models/cost.py) the workers computed, re-done "
+            "work after faults included.",
+            value=store.work(),
+        )
 
         seconds = CounterMetricFamily(
             "show1_stage_seconds", "Seconds spent per cascade stage.", labels=["stage"]

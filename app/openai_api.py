@@ -28,7 +28,6 @@ from app.openai_translate import (
     render_video,
     to_video_request,
 )
-from app.queue import queue_position
 from app.storage import spritesheet_key, thumbnail_key, video_key
 
 PREFIX = "/openai/v1"
@@ -99,9 +98,15 @@ def _owned(services: Services, owner: str, video_id: str) -> JobRecord:
         raise _from_action(error) from error
 
 
+def _videos(services: Services, records: list[JobRecord]) -> list[Video]:
+    """Queue positions come from the job store's waiting line: one rank lookup per queued job."""
+    queued = [record.id for record in records if record.status == QUEUED]
+    positions = dict(zip(queued, services.store.queue_positions(queued), strict=True))
+    return [render_video(record, services.settings, positions.get(record.id)) for record in records]
+
+
 def _video(services: Services, record: JobRecord) -> Video:
-    position = queue_position(services.queue, record.id) if record.status == QUEUED else None
-    return render_video(record, services.settings, position)
+    return _videos(services, [record])[0]
 
 
 async def create_fields(request: Request) -> dict[str, Any]:
@@ -222,7 +227,7 @@ def list_videos(
     records, _ = services.store.list_for_owner(
         owner, status=None, offset=offset, limit=limit + 1, oldest_first=oldest_first
     )
-    page = [_video(services, record) for record in records[:limit]]
+    page = _videos(services, records[:limit])
     return VideoList(
         data=page,
         first_id=page[0].id if page else None,

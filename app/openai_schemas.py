@@ -40,6 +40,7 @@ class Video(BaseModel):
                     "model": "show-1",
                     "seconds": "4.125",
                     "size": "1280x720",
+                    "output_size": "1280x720",
                     "prompt": "A panda taking a selfie",
                     "error": None,
                     "remixed_from_video_id": None,
@@ -60,7 +61,10 @@ class Video(BaseModel):
     expires_at: int | None = Field(None, description="Unix seconds after which the job and its files go.")
     model: str = MODEL
     seconds: str = Field(description="Duration produced: frames / fps (frames = 4 x keyframes - 3).")
-    size: str = Field(description="Output WxH.")
+    size: str = Field(
+        description="One of the SDKs' four sizes: the output's own, or the nearest (see output_size)."
+    )
+    output_size: str = Field(description="The exact output WxH (Show-1 makes sizes beyond the SDKs' four).")
     prompt: str | None = None
     error: VideoError | None = None
     remixed_from_video_id: str | None = None

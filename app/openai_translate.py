@@ -4,13 +4,15 @@ Pure functions: no Redis, no HTTP. The mapping (README, "OpenAI-compatible API")
 - `model` must be `show-1`;
 - `seconds` -> keyframes: a video of k keyframes has 4k - 3 frames, so k = round((seconds x fps + 3) / 4),
   and `seconds` in responses is the duration produced, frames / fps;
-- `size` "WxH" -> the output size, among the supported sizes (settings may add more);
+- `size` "WxH" -> the output size, among the supported sizes (settings may add more); in responses
+  `size` is the SDKs' size nearest to the output size (`sdk_size`) and `output_size` the exact one;
 - job statuses: queued -> queued, running -> in_progress, succeeded -> completed, failed and canceled ->
   failed (canceled with `error.code` "canceled").
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -35,6 +37,8 @@ STATUS = {
 # Show-1's published output size joins the SDKs' four; a strict SDK client parses only those four.
 SUPPORTED_SIZES = (*SDK_SIZES, "576x320")
 DEFAULT_SECONDS = 4.0  # OpenAI's default clip length
+# Show-1's drafts speak the /v1 face only: an OpenAI `Video` has no low-resolution state to show.
+DRAFT_FIELDS = ("draft", "draft_id")
 UNSUPPORTED_FIELDS = ("input_reference", "character_ids", "remix_video_id", "video", "extend_video_id")
 _SIZE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[A-Za-z0-9_]*\])*$")
@@ -103,6 +107,11 @@ def to_video_request(fields: dict[str, Any], settings: Settings) -> VideoRequest
         if name in fields:
             message = f"{name} is not supported: Show-1 makes videos from text only"
             raise InvalidRequest(name, message, "unsupported")
+    for name in DRAFT_FIELDS:
+        if name in fields:
+            raise InvalidRequest(
+                name, f"{name}: drafts are made and finished through /v1/videos", "unsupported"
+            )
     model = fields.pop("model", MODEL)
     if model != MODEL:
         raise InvalidRequest("model", f"model must be {MODEL!r}, got {model!r}", "model_not_found")
@@ -174,6 +183,20 @@ def duration(frames: int, fps: int) -> str:
     return f"{frames / fps:g}"
 
 
+def sdk_size(width: int, height: int) -> str:
+    """The SDKs' size nearest to an output size: same orientation, then the closest aspect ratio, then
+    the closest area. `size` in a response is always one of the SDKs' four, so a client with strict
+    validation parses every job, made through either face; the exact size is `output_size` beside it."""
+
+    def distance(size: str) -> tuple[bool, float, float]:
+        sdk_width, sdk_height = map(int, size.split("x"))
+        other_orientation = (sdk_width >= sdk_height) != (width >= height)
+        aspect = abs(math.log((sdk_width / sdk_height) / (width / height)))
+        return other_orientation, aspect, abs(math.log(sdk_width * sdk_height / (width * height)))
+
+    return min(SDK_SIZES, key=distance)
+
+
 def render_video(record: JobRecord, settings: Settings, queue_position: int | None = None) -> Video:
     """The job as OpenAI's `Video`, with Show-1's fields beside OpenAI's."""
     params = record["params"] or {}
@@ -199,7 +222,8 @@ def render_video(record: JobRecord, settings: Settings, queue_position: int | No
         # The record (and with it the API's access to the files) lives this long after its last change.
         expires_at=None if completed_at is None else completed_at + settings.job_record_ttl_seconds,
         seconds=duration(frames, fps),
-        size=f"{width}x{height}",
+        size=sdk_size(width, height),
+        output_size=f"{width}x{height}",
         prompt=params.get("prompt"),
         error=error,
         seed=params.get("seed"),

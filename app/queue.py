@@ -9,6 +9,7 @@ from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
+from app.jobs import JobStore
 from app.settings import Settings
 
 # The job function, by import path: the API process never imports torch or the worker.
@@ -20,25 +21,26 @@ def video_queue(connection: redis.Redis, settings: Settings) -> Queue:
     return Queue(settings.queue_name, connection=connection)
 
 
-def enqueue_video(queue: Queue, job_id: str, settings: Settings) -> Job:
-    """One RQ job per video, with the video's id; crashes and storage faults are retried."""
+def enqueue_video(queue: Queue, store: JobStore, job_id: str, settings: Settings) -> Job:
+    """One RQ job per video, with the video's id; crashes and storage faults are retried. The queue
+    entry and the job's ticket in the store's waiting line are one transaction."""
     from rq import Callback
 
-    return queue.enqueue(
-        GENERATE_VIDEO,
-        job_id,
-        job_id=job_id,
-        job_timeout=settings.job_timeout_seconds,
-        retry=Retry(max=settings.job_retries) if settings.job_retries else None,
-        result_ttl=3600,
-        failure_ttl=settings.job_record_ttl_seconds,
-        on_failure=Callback(ON_FAILURE),
-    )
-
-
-def queue_position(queue: Queue, job_id: str) -> int | None:
-    """0-based position while waiting; None once a worker took it."""
-    return queue.get_job_position(job_id)
+    with queue.connection.pipeline() as pipe:
+        job = queue.enqueue(
+            GENERATE_VIDEO,
+            job_id,
+            job_id=job_id,
+            job_timeout=settings.job_timeout_seconds,
+            retry=Retry(max=settings.job_retries) if settings.job_retries else None,
+            result_ttl=3600,
+            failure_ttl=settings.job_record_ttl_seconds,
+            on_failure=Callback(ON_FAILURE),
+            pipeline=pipe,
+        )
+        store.take_ticket(job_id, pipe)
+        pipe.execute()
+    return job
 
 
 def remove_queued(queue: Queue, job_id: str) -> bool:

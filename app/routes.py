@@ -14,10 +14,9 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import actions, metrics
 from app.deps import RateLimitedOwnerDep, Services, ServicesDep
-from app.estimates import queued_eta
+from app.estimates import queue_places
 from app.events import InvalidEventId, check_event_id, job_events
-from app.jobs import QUEUED, SUCCEEDED, JobRecord
-from app.queue import queue_position
+from app.jobs import SUCCEEDED, JobRecord
 from app.schemas import Job, JobList, Problem, VideoRequest
 from app.storage import StorageError, preview_key, video_key
 from app.views import render_job
@@ -45,17 +44,20 @@ def _v1_error(error: actions.ActionError) -> Exception:
     return HTTPException(error.status_code, error.message, headers=headers)
 
 
-def job_view(services: Services, record: JobRecord, request: Request) -> Job:
-    """The job object for this request's client: queue position and ETA while queued."""
-    position = eta = None
-    if record.status == QUEUED:
-        position = queue_position(services.queue, record.id)
-        if position is not None:
-            ahead = services.queue.get_job_ids(0, position - 1) if position else []
-            heartbeat = services.settings.heartbeat_seconds
-            eta = queued_eta(services.store, ahead, record["params"], heartbeat)
+def job_views(services: Services, records: list[JobRecord], request: Request) -> list[Job]:
+    """The job objects for this request's client: queue position and ETA while queued."""
+    places = queue_places(services.store, records, services.settings.heartbeat_seconds)
     base = services.settings.public_base_url or str(request.base_url)
-    return render_job(record, services.storage, base, position, eta)
+    views = []
+    for record in records:
+        place = places.get(record.id)
+        position, eta = (place.position, place.eta_seconds) if place else (None, None)
+        views.append(render_job(record, services.storage, base, position, eta))
+    return views
+
+
+def job_view(services: Services, record: JobRecord, request: Request) -> Job:
+    return job_views(services, [record], request)[0]
 
 
 def _owned_record(services: Services, owner: str, job_id: str) -> JobRecord:
@@ -161,7 +163,7 @@ def list_videos(
         owner, status=status_filter, offset=int(cursor or 0), limit=limit
     )
     return JobList(
-        items=[job_view(services, record, request) for record in records],
+        items=job_views(services, records, request),
         next_cursor=None if next_offset is None else str(next_offset),
     )
 

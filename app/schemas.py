@@ -62,8 +62,11 @@ class VideoRequest(BaseModel):
         },
     )
 
-    prompt: str = Field(
-        min_length=1, description="What the video shows.", examples=["A panda taking a selfie"]
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        description="What the video shows. Required, except when finishing a draft (its prompt is kept).",
+        examples=["A panda taking a selfie"],
     )
     negative_prompt: str = Field("", max_length=1000, description="What the pixel stages steer away from.")
     seed: int | None = Field(
@@ -91,11 +94,24 @@ class VideoRequest(BaseModel):
     )
     webhook_url: AnyHttpUrl | None = Field(None, description="POSTed the job object when the job ends.")
     webhook_on_start: bool = Field(False, description="Also call the webhook when a worker starts the job.")
+    draft: bool = Field(
+        False,
+        description="Keyframes and interpolation only: the low-resolution video (4k-3 frames at "
+        "keyframe_size) in a fraction of the cost. Finish it with `draft_id` into the very video a full "
+        "job with the same parameters makes.",
+    )
+    draft_id: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{32}$",
+        description="Finish this succeeded draft of yours: a new job from its stored interpolation, with "
+        "the draft's parameters; only the later stages' fields (output_size, steps and guidance of "
+        "sr1_image, sr1, sr2, fps, webhooks) may be given.",
+    )
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_has_text(cls, value: str) -> str:
-        if not value.strip():
+    def _prompt_has_text(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("prompt must contain non-whitespace text")
         return value
 
@@ -130,6 +146,12 @@ class JobResult(BaseModel):
     height: int
     frames: int
     fps: int
+    draft: bool = Field(False, description="The low-resolution video of a draft.")
+
+
+class ResumedFrom(BaseModel):
+    stage: str = Field(description="The first stage this attempt ran (`encoding`: all frames were stored).")
+    window: int | None = Field(None, description="For pixel_sr: the first window this attempt ran.")
 
 
 class StageProgress(BaseModel):
@@ -179,6 +201,16 @@ class Job(BaseModel):
     result: JobResult | None = None
     preview_url: str | None = Field(None, description="Keyframe preview, as soon as keyframes exist.")
     webhook_url: str | None = None
+    draft: bool = Field(False, description="A draft: keyframes and interpolation only.")
+    draft_id: str | None = Field(None, description="The draft this job finishes.")
+    stored_stages: list[str] = Field(
+        default_factory=list,
+        description="Stage outputs kept in storage (a stage, or a pixel-SR window `pixel_sr.N`, or "
+        "`frames`): what a retried attempt resumes from and what finishing a draft starts from.",
+    )
+    resumed_from: ResumedFrom | None = Field(
+        None, description="Where the current attempt started, when an earlier one had stored stages."
+    )
 
 
 class JobList(BaseModel):

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(1000, ge=1, description="Longest accepted prompt, in characters.")
     max_request_bytes: int = Field(16384, ge=1024, description="Largest accepted request body.")
     max_keyframes: int = Field(16, ge=2, description="Most keyframes a job may ask for (frames = 4k - 3).")
+    draft_ttl_seconds: int = Field(
+        7 * 24 * 3600,
+        ge=3600,
+        description="How long a draft's stage outputs are kept for finishing it (other jobs' stage "
+        "outputs expire with their record, after job_record_ttl_seconds).",
+    )
     max_job_cost: float = Field(
         4.0,
         gt=0,
@@ -94,6 +100,11 @@ class Settings(BaseSettings):
     worker_alive_file: Path = Field(
         Path("/tmp/show1-worker.alive"),
         description="Touched every heartbeat; a liveness probe reads its age.",
+    )
+    stage_outputs: bool = Field(
+        True,
+        description="Store each stage's output while a job runs, so a retried attempt resumes where the "
+        "last one was (drafts need it).",
     )
     heartbeat_seconds: int = Field(
         10, ge=2, description="Worker heartbeat; a silent worker's job is requeued after about 3x this."

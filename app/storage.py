@@ -19,6 +19,10 @@ class StorageError(Exception):
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
+    def get(self, key: str) -> bytes:
+        """The object's bytes; StorageError when it is missing or storage is unreachable."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove the object; a missing one is not an error."""
         ...
@@ -51,6 +55,12 @@ class LocalStorage:
             partial.replace(path)
         except OSError as error:
             raise StorageError(f"local storage write failed: {error}") from error
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as error:
+            raise StorageError(f"local storage read of {key} failed: {error}") from error
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -103,6 +113,12 @@ class S3Storage:
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"S3 upload of {key} failed: {error}") from error
 
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 read of {key} failed: {error}") from error
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
@@ -151,6 +167,16 @@ def spritesheet_key(job_id: str, attempt: int) -> str:
     return f"videos/{job_id}.{attempt}.spritesheet.jpg"
 
 
+def stage_output_key(job_id: str, attempt: int, name: str) -> str:
+    """A stage output of one attempt (models/stage_outputs.py names them)."""
+    return f"stages/{job_id}.{attempt}.{name}.pt"
+
+
+def is_own_stage_output(job_id: str, key: str) -> bool:
+    """Whether `key` is one of this job's stage outputs (a finished draft's job reads its draft's too)."""
+    return key.startswith(f"stages/{job_id}.")
+
+
 def attempt_keys(job_id: str, attempt: int) -> tuple[str, ...]:
     """Every file one attempt at a job may write."""
     kinds = (video_key, record_key, preview_key, thumbnail_key, spritesheet_key)
@@ -158,5 +184,6 @@ def attempt_keys(job_id: str, attempt: int) -> tuple[str, ...]:
 
 
 def job_keys(job_id: str, attempts: int) -> tuple[str, ...]:
-    """Every file a job's attempts may have written: what deleting a job removes."""
+    """Every file a job's attempts may have written beside its stage outputs (which the job store
+    tracks: JobStore.track_stage_output): what deleting a job removes."""
     return tuple(key for attempt in range(1, attempts + 1) for key in attempt_keys(job_id, attempt))

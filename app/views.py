@@ -17,6 +17,8 @@ def render_job(
     """The job object; `queue_position` and `eta_seconds` are what the queue says of a queued job."""
     data = dict(record.fields)
     data["queue_position"] = queue_position
+    data["stored_stages"] = list(record["stages"] or {})
+    data["draft"] = bool(record["draft"])
     if eta_seconds is not None:
         data["eta_seconds"] = eta_seconds
     if data.get("result"):

@@ -48,6 +48,47 @@ async def client(base: str, deadline: float, latencies: dict[str, list[float]], 
                 assert response.status_code == 200
 
 
+def start_api(redis_url: str, prefix: str, **settings: str) -> tuple[subprocess.Popen, str]:
+    """One uvicorn process over a fresh key prefix, no worker (jobs stay queued); returns it and its URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SHOW1_REDIS_URL": redis_url,
+        "SHOW1_KEY_PREFIX": prefix,
+        "SHOW1_QUEUE_NAME": prefix,
+        "SHOW1_LOCAL_STORAGE_DIR": tempfile.mkdtemp(),
+        "SHOW1_RATE_LIMIT_PER_MINUTE": "100000000",
+        "SHOW1_MAX_JOBS_IN_FLIGHT_PER_KEY": "100000000",
+        "SHOW1_LOG_LEVEL": "WARNING",
+        **settings,
+    }
+    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port)]
+    api = subprocess.Popen([*command, "--log-level", "warning", "--no-access-log"], cwd=REPO, env=env)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return api, base
+
+
+def delete_prefix(redis_url: str, prefix: str, job_ids: list[str]) -> None:
+    """Everything the API wrote under `prefix` (its keys carry the prefix as a hash tag) and RQ's."""
+    connection = redis.Redis.from_url(redis_url)
+    keys = [*connection.scan_iter(match=f"{{{prefix}}}:*"), *connection.scan_iter(match=f"rq:*{prefix}*")]
+    keys += [f"rq:job:{job_id}" for job_id in job_ids]
+    for start in range(0, len(keys), 1000):
+        connection.delete(*keys[start : start + 1000])
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds."""
+    ordered = sorted(values)
+    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
@@ -55,42 +96,10 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
 
-    prefix, port = f"load{uuid.uuid4().hex[:8]}", free_port()
-    env = {
-        **os.environ,
-        "SHOW1_REDIS_URL": args.redis_url,
-        "SHOW1_KEY_PREFIX": prefix,
-        "SHOW1_QUEUE_NAME": prefix,
-        "SHOW1_LOCAL_STORAGE_DIR": tempfile.mkdtemp(),
-        "SHOW1_RATE_LIMIT_PER_MINUTE": "100000000",
-        "SHOW1_MAX_JOBS_IN_FLIGHT_PER_KEY": "100000000",
-        "SHOW1_LOG_LEVEL": "WARNING",
-    }
-    api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=REPO,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    prefix = f"load{uuid.uuid4().hex[:8]}"
+    api, base = start_api(args.redis_url, prefix)
     job_ids: list[str] = []
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         latencies: dict[str, list[float]] = {"POST /v1/videos": [], "GET /v1/videos/{id}": []}
         deadline = time.monotonic() + args.seconds
         started = time.monotonic()
@@ -103,22 +112,14 @@ def main() -> None:
         print(f"{args.clients} clients for {elapsed:.1f}s against one uvicorn process on {base}")
         print(f"{'route':<24}{'requests':>10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
         for route, values in latencies.items():
-            values.sort()
-            p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-            print(
-                f"{route:<24}{len(values):>10}{len(values) / elapsed:>10.1f}"
-                f"{statistics.median(values) * 1000:>10.1f}{p99 * 1000:>10.1f}"
-            )
+            p50, p99 = percentiles(values)
+            print(f"{route:<24}{len(values):>10}{len(values) / elapsed:>10.1f}{p50:>10.1f}{p99:>10.1f}")
         total = sum(len(values) for values in latencies.values())
         print(f"{'all':<24}{total:>10}{total / elapsed:>10.1f}")
     finally:
         api.terminate()
         api.wait()
-        connection = redis.Redis.from_url(args.redis_url)
-        keys = [*connection.scan_iter(match=f"{prefix}:*"), *connection.scan_iter(match=f"rq:*{prefix}*")]
-        keys += [f"rq:job:{job_id}" for job_id in job_ids]
-        if keys:
-            connection.delete(*keys)
+        delete_prefix(args.redis_url, prefix, job_ids)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,25 @@ import torch
 from accelerate import cpu_offload
 
 from models.loading import CascadeModels, checkpoint_info, load_models
-from models.params import GenerationParams, steps_per_stage
+from models.params import GenerationParams, sr_window_starts, steps_per_stage
 from models.pipelines.first_frame_sr import upscale_first_frame
 from models.pipelines.interpolation import interpolate_keyframes
 from models.pipelines.keyframes import generate_keyframes
 from models.pipelines.latent_sr import latent_super_resolve, resize_frames, to_uint8_frames
 from models.pipelines.pixel_diffusion import StepCallback
 from models.pipelines.pixel_sr import super_resolve_video
+from models.stage_outputs import (
+    FINAL_FRAMES,
+    FIRST_FRAME_SR,
+    INTERPOLATION,
+    KEYFRAMES,
+    LATENT_SR,
+    PIXEL_SR,
+    STORED_STAGES,
+    ResumePoint,
+    StageOutputs,
+    window_output,
+)
 from models.text import PromptEmbeddings, encode_clip, encode_t5
 
 MEMORY_MODES = ("resident", "offload_text_encoder", "model_offload", "sequential_offload")
@@ -34,6 +47,8 @@ class GenerationResult:
     frames: np.ndarray
     timings: dict[str, float]
     stages: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Where the run started when it found stored stage outputs (None: from the prompt).
+    resumed_from: ResumePoint | None = None
 
 
 class Show1Cascade:
@@ -90,37 +105,70 @@ class Show1Cascade:
         progress: ProgressCallback | None = None,
         on_stage_output: StageOutputCallback | None = None,
         keep_stages: bool = False,
+        stored: StageOutputs | None = None,
+        last_stage: str = LATENT_SR,
+        on_resume: Callable[[ResumePoint], None] | None = None,
     ) -> GenerationResult:
-        """Run the whole cascade. A `progress` callback may raise GenerationCancelled to stop it."""
+        """Run the cascade up to `last_stage` (a draft stops after interpolation; its frames are then
+        the low-resolution video). A `progress` callback may raise GenerationCancelled to stop it.
+
+        With `stored`, every output is saved there as it is made (each stage's, each pixel-SR
+        window's, the final frames), and the run starts after the last output found there: the frames
+        are the same as without it (models/stage_outputs.py); `on_resume` hears where it starts.
+        """
         self.check_sizes(params)
-        run = _Run(steps_per_stage(params), self.device, progress, on_stage_output, keep_stages)
+        run = _Run(steps_per_stage(params), self.device, progress, on_stage_output, keep_stages, stored)
+        run.on_resume = on_resume
         with torch.inference_mode():
+            if last_stage == LATENT_SR and (frames := run.load(FINAL_FRAMES)) is not None:
+                return run.result(frames.cpu().numpy())
             with run.timed("text"):
                 pixel_prompt, latent_prompt = self._encode_prompts(params)
             run.keep("prompt_embeds", pixel_prompt.positive)
             run.keep("negative_prompt_embeds", pixel_prompt.negative)
 
-            keyframes = run.stage("keyframes", lambda tick: self._keyframes(params, pixel_prompt, tick))
-            run.keep("keyframes", keyframes)
-            video = run.stage(
-                "interpolation", lambda tick: self._interpolate(params, pixel_prompt, keyframes, tick)
-            )
+            video = run.load(INTERPOLATION)
+            if video is None:
+                keyframes = run.load(KEYFRAMES)
+                if keyframes is None:
+                    keyframes = run.stage(KEYFRAMES, lambda tick: self._keyframes(params, pixel_prompt, tick))
+                run.keep("keyframes", keyframes)
+                video = run.stage(
+                    INTERPOLATION, lambda tick: self._interpolate(params, pixel_prompt, keyframes, tick)
+                )
             run.keep("interpolated", video)
-            first = run.stage(
-                "first_frame_sr", lambda tick: self._first_frame(params, pixel_prompt, video, tick)
-            )
-            run.keep("first_frame_sr", first[:, :, 0])
-            video = run.stage(
-                "pixel_sr", lambda tick: self._pixel_sr(params, pixel_prompt, video, first, tick)
-            )
+            if last_stage == INTERPOLATION:
+                return run.result(to_uint8_frames(video))
+
+            window_count = len(sr_window_starts(params.num_frames, params.window, params.stride))
+            windows = run.load_windows(window_count)
+            first = None
+            if not windows:  # only the first window takes the IF-II frame
+                first = run.load(FIRST_FRAME_SR)
+                if first is None:
+                    first = run.stage(
+                        FIRST_FRAME_SR, lambda tick: self._first_frame(params, pixel_prompt, video, tick)
+                    )
+                run.keep("first_frame_sr", first[:, :, 0])
+            super_resolve = partial(self._pixel_sr, params, pixel_prompt, video, first, windows, run)
+            if len(windows) < window_count:
+                video = run.stage(
+                    PIXEL_SR,
+                    super_resolve,
+                    windows_done=len(windows),
+                    steps_done=len(windows) * params.steps.sr1,
+                )
+            else:  # every window stored: they are only put together
+                video = super_resolve(lambda: None)
             run.keep("sr1", video)
             final = run.stage(
-                "latent_sr", lambda tick: self._latent_sr(params, latent_prompt, video, run, tick)
+                LATENT_SR, lambda tick: self._latent_sr(params, latent_prompt, video, run, tick)
             )
             run.keep("final", final)
             frames = to_uint8_frames(final)
+            run.save(FINAL_FRAMES, torch.from_numpy(frames))
             run.keep("final_uint8", torch.from_numpy(frames))
-        return GenerationResult(frames=frames, timings=run.timings, stages=run.stages)
+        return run.result(frames)
 
     def check_sizes(self, params: GenerationParams) -> None:
         """ValueError unless every UNet can take the sizes: each block after the first halves them."""
@@ -210,7 +258,9 @@ class Show1Cascade:
         params: GenerationParams,
         prompt: PromptEmbeddings,
         video: torch.Tensor,
-        first_frame: torch.Tensor,
+        first_frame: torch.Tensor | None,
+        windows_done: list[torch.Tensor],
+        run: _Run,
         tick: StepCallback,
     ) -> torch.Tensor:
         m = self.models
@@ -221,7 +271,7 @@ class Show1Cascade:
                 m.sr1_noising_scheduler,
                 prompt,
                 video,
-                first_frame[:, :, 0],
+                None if first_frame is None else first_frame[:, :, 0],
                 size=params.sr1_size,
                 window=params.window,
                 stride=params.stride,
@@ -230,6 +280,8 @@ class Show1Cascade:
                 noise_level=params.noise_level_sr1,
                 seed=params.seed,
                 on_step=tick,
+                windows_done=windows_done,
+                on_window=run.save_window,
             )
 
     def _latent_sr(
@@ -289,7 +341,7 @@ class Show1Cascade:
 
 
 class _Run:
-    """Bookkeeping of one generation: timings, progress ticks, stage outputs."""
+    """Bookkeeping of one generation: timings, progress ticks, stage outputs stored and loaded."""
 
     def __init__(
         self,
@@ -298,14 +350,25 @@ class _Run:
         progress: ProgressCallback | None,
         on_stage_output: StageOutputCallback | None,
         keep_stages: bool,
+        stored: StageOutputs | None,
     ) -> None:
         self.totals = totals
         self.device = device
         self.progress = progress
         self.on_stage_output = on_stage_output
         self.keep_stages = keep_stages
+        self.stored = stored
         self.timings: dict[str, float] = {}
         self.stages: dict[str, torch.Tensor] = {}
+        self.loaded: list[str] = []
+        self.resumed_from: ResumePoint | None = None
+        self.on_resume: Callable[[ResumePoint], None] | None = None
+        self._computed_any = False
+
+    def result(self, frames: np.ndarray) -> GenerationResult:
+        if self.loaded and not self._computed_any:  # everything was stored: only the encoding is left
+            self._resumed(ResumePoint(FINAL_FRAMES))
+        return GenerationResult(frames, self.timings, self.stages, self.resumed_from)
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -316,19 +379,64 @@ class _Run:
             torch.cuda.synchronize(self.device)
         self.timings[name] = time.perf_counter() - start
 
-    def stage(self, name: str, run: Callable[[StepCallback], torch.Tensor]) -> torch.Tensor:
+    def stage(
+        self,
+        name: str,
+        run: Callable[[StepCallback], torch.Tensor],
+        *,
+        windows_done: int = 0,
+        steps_done: int = 0,
+    ) -> torch.Tensor:
+        if not self._computed_any:
+            self._computed_any = True
+            if self.loaded:  # the first stage computed after stored ones: where this run resumed
+                self._resumed(ResumePoint(name, windows_done))
+        if self.progress is not None:
+            # The stage shows from its first moment, not from its first denoising step.
+            self.progress(name, steps_done, self.totals[name])
         with self.timed(name):
-            output = run(self._ticker(name))
+            output = run(self._ticker(name, steps_done))
         if self.on_stage_output is not None:
             self.on_stage_output(name, output)
+        if name in STORED_STAGES:  # pixel SR is stored window by window, the latent stage as FINAL_FRAMES
+            self.save(name, output)
         return output
+
+    def _resumed(self, point: ResumePoint) -> None:
+        self.resumed_from = point
+        if self.on_resume is not None:
+            self.on_resume(point)
+
+    def load(self, name: str) -> torch.Tensor | None:
+        output = self.stored.load(name) if self.stored is not None else None
+        if output is not None:
+            self.loaded.append(name)
+            output = output.to(self.device)
+        return output
+
+    def load_windows(self, count: int) -> list[torch.Tensor]:
+        """The stored pixel-SR windows from the first on, up to the first one missing."""
+        windows = []
+        for index in range(count):
+            window = self.load(window_output(index))
+            if window is None:
+                break
+            windows.append(window)
+        return windows
+
+    def save(self, name: str, output: torch.Tensor) -> None:
+        if self.stored is not None:
+            self.stored.save(name, output)
+
+    def save_window(self, index: int, output: torch.Tensor) -> None:
+        self.save(window_output(index), output)
 
     def keep(self, key: str, tensor: torch.Tensor) -> None:
         if self.keep_stages:
             self.stages[key] = tensor.to("cpu", copy=True)
 
-    def _ticker(self, stage: str) -> StepCallback:
-        total, counter, progress = self.totals[stage], itertools.count(1), self.progress
+    def _ticker(self, stage: str, steps_done: int) -> StepCallback:
+        total, counter, progress = self.totals[stage], itertools.count(steps_done + 1), self.progress
 
         def tick() -> None:
             step = next(counter)

@@ -183,13 +183,19 @@ def sr_window_starts(num_frames: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+# The latent stage also ticks once after the VAE encodes the video and once after it decodes it: at
+# full size those take as long as several denoising steps, and progress must not stand still meanwhile.
+LATENT_VAE_PASSES = 2
+
+
 def steps_per_stage(params: GenerationParams) -> dict[str, int]:
-    """Progress ticks each stage reports: one per denoising step (one UNet batch)."""
+    """Progress ticks each stage reports after its start (step 0): one per denoising step (one UNet
+    batch), and for the latent stage one per VAE pass."""
     windows = sr_window_starts(params.num_frames, params.window, params.stride)
     return {
         "keyframes": params.steps.base,
         "interpolation": params.steps.interp,
         "first_frame_sr": params.steps.sr1_image,
         "pixel_sr": len(windows) * params.steps.sr1,
-        "latent_sr": latent_sr_steps(params.steps.sr2, params.sr2_strength),
+        "latent_sr": latent_sr_steps(params.steps.sr2, params.sr2_strength) + LATENT_VAE_PASSES,
     }

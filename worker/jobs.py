@@ -28,8 +28,10 @@ from app.storage import (
 )
 from app.webhooks import notify
 from models.cost import stage_costs
+from models.stage_outputs import DRAFT_LAST_STAGE, FINAL_FRAMES, LATENT_SR, STAGES, ResumePoint
 from worker import runtime
 from worker.reporting import AttemptSuperseded, JobProgress
+from worker.stage_outputs import StoredStageOutputs
 
 log = logging.getLogger("show1.worker")
 T = TypeVar("T")
@@ -95,13 +97,16 @@ def generate_video(job_id: str) -> str:
             params = GenerationParams.from_dict(record["params"])
         except (TypeError, ValueError) as error:
             params, invalid = None, str(error)
+        last_stage = DRAFT_LAST_STAGE if record["draft"] else LATENT_SR
         progress = None
         if params is not None:
+            # A draft's stages only: its ETA and progress must not wait for stages it never runs.
+            run = STAGES[: STAGES.index(last_stage) + 1]
             progress = JobProgress(
                 rt.store,
                 job_id,
-                steps_per_stage(params),
-                stage_costs(params),
+                {stage: steps for stage, steps in steps_per_stage(params).items() if stage in run},
+                {stage: cost for stage, cost in stage_costs(params).items() if stage in run},
                 rt.throughput,
             )
         # The ETA from this worker's pace is there from the moment the job shows as running.
@@ -115,9 +120,18 @@ def generate_video(job_id: str) -> str:
             return _fail(job_id, "invalid_parameters", invalid, attempt)
         progress.attempt = attempt
         started = time.monotonic()
+        stored = None
+        if rt.settings.stage_outputs:
+            ttl = rt.settings.draft_ttl_seconds if record["draft"] else rt.settings.job_record_ttl_seconds
+            stored = StoredStageOutputs(rt.store, rt.storage, job_id, attempt, record["stages"] or {}, ttl)
         try:
             result = rt.cascade.generate(
-                params, progress=progress, on_stage_output=_preview_uploader(job_id, attempt)
+                params,
+                progress=progress,
+                on_stage_output=_preview_uploader(job_id, attempt),
+                stored=stored,
+                last_stage=last_stage,
+                on_resume=_resume_recorder(job_id, attempt),
             )
         except AttemptSuperseded:
             return _discard_attempt(job_id, attempt)
@@ -167,6 +181,7 @@ def generate_video(job_id: str) -> str:
             "height": height,
             "frames": frames,
             "fps": params.fps,
+            "draft": bool(record["draft"]),
         }
         published = _with_redis_retries(
             lambda: rt.store.publish(job_id, attempt, result_fields, timings=document["timings"])
@@ -177,6 +192,23 @@ def generate_video(job_id: str) -> str:
         return SUCCEEDED
     finally:
         current_job_id.reset(token)
+
+
+def resume_view(point: ResumePoint) -> dict[str, Any]:
+    """Where an attempt resumed, as the job object says it: a stage (and window), or `encoding` when
+    the final frames were stored."""
+    if point.stage == FINAL_FRAMES:
+        return {"stage": ENCODING}
+    return point.to_dict()
+
+
+def _resume_recorder(job_id: str, attempt: int) -> Callable[[ResumePoint], None]:
+    def record_resume(point: ResumePoint) -> None:
+        log.info("resuming from %s", point)
+        with contextlib.suppress(redis.RedisError):  # only what the client sees; the run goes on
+            runtime.current().store.update_running(job_id, {"resumed_from": resume_view(point)}, attempt)
+
+    return record_resume
 
 
 def _not_published(job_id: str, attempt: int) -> str:

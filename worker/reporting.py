@@ -95,7 +95,10 @@ class JobProgress:
         self.costs = stage_costs
         self.throughput = throughput
         self.done: dict[str, int] = {}
+        # Steps this attempt did not run: found stored by an earlier attempt (models/stage_outputs.py).
+        self.skipped: dict[str, int] = {}
         self.stage: str | None = None
+        self._unflushed_work = 0.0  # cost units computed since the last write, for the work counter
         # The job starts now: text encoding and model moves count toward the first stage's steps.
         self.started = self.stage_started = self.last_tick = time.monotonic()
         self.last_write = 0.0
@@ -106,7 +109,10 @@ class JobProgress:
         if stage != self.stage:
             # A stage starts where the previous one's last step ended, so its first step is timed too.
             self.stage, self.stage_started = stage, self.last_tick
+            if stage not in self.done:
+                self._skip_to(stage, step)
         self.last_tick = now
+        self._unflushed_work += self.costs[stage] * max(step - self.done.get(stage, 0), 0) / self.steps[stage]
         self.done[stage] = step
         if step == total:
             self._stage_finished(stage, now - self.stage_started)
@@ -114,6 +120,19 @@ class JobProgress:
             self.write(now)
             if self._cancel_requested():
                 raise GenerationCancelled(f"job {self.job_id} canceled")
+
+    def _skip_to(self, stage: str, step: int) -> None:
+        """A resumed attempt starts at `stage` (at `step`, for pixel SR's stored windows): the stages
+        before it and those steps are done, and no pace or ETA counts them."""
+        for earlier in self.steps:
+            if earlier == stage:
+                break
+            if self.done.get(earlier, 0) < self.steps[earlier]:
+                self.skipped[earlier] = self.steps[earlier] - self.done.get(earlier, 0)
+                self.done[earlier] = self.steps[earlier]
+        if step:
+            self.skipped[stage] = step
+            self.done[stage] = step
 
     def _cancel_requested(self) -> bool:
         try:
@@ -124,7 +143,7 @@ class JobProgress:
             return False
 
     def _stage_finished(self, stage: str, seconds: float) -> None:
-        self.throughput.record(stage, seconds, self.costs[stage])
+        self.throughput.record(stage, seconds, self.costs[stage] * self._fraction_run(stage))
         try:
             pipe = self.store.redis.pipeline()
             pipe.hincrbyfloat(self.store.keys.stage_metrics(stage), "seconds", seconds)
@@ -136,19 +155,23 @@ class JobProgress:
     def _fraction_done(self, stage: str) -> float:
         return self.done.get(stage, 0) / self.steps[stage]
 
+    def _fraction_run(self, stage: str) -> float:
+        """The share of the stage this attempt has run itself."""
+        return (self.done.get(stage, 0) - self.skipped.get(stage, 0)) / self.steps[stage]
+
     def eta_seconds(self, now: float | None = None) -> float:
         """Seconds until the last stage ends, from the remaining cost of every stage."""
         now = now or time.monotonic()
-        cost_done = sum(self.costs[stage] * self._fraction_done(stage) for stage in self.steps)
+        cost_done = sum(self.costs[stage] * self._fraction_run(stage) for stage in self.steps)
         job_rate = (now - self.started) / cost_done if cost_done > 0 else 0.0
         remaining = 0.0
         for stage in self.steps:
             left = self.costs[stage] * (1.0 - self._fraction_done(stage))
             if left <= 0:
                 continue
-            if stage == self.stage and self.done.get(stage):
+            if stage == self.stage and self._fraction_run(stage) > 0:
                 # The stage under way: its own pace on this job.
-                rate = (now - self.stage_started) / (self.costs[stage] * self._fraction_done(stage))
+                rate = (now - self.stage_started) / (self.costs[stage] * self._fraction_run(stage))
             else:
                 rate = self.throughput.seconds_per_unit.get(stage, job_rate)
             remaining += left * rate
@@ -175,6 +198,9 @@ class JobProgress:
         }
         try:
             written = self.store.update_running(self.job_id, fields, attempt=self.attempt)
+            if self._unflushed_work:
+                self.store.add_work(self._unflushed_work)
+                self._unflushed_work = 0.0
         except redis.RedisError as error:
             # Progress is best effort: a Redis blip must not cost the video.
             log.warning("progress not written: %s", error)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
-from app.actions import settle_pending_admissions
+from app.actions import settle_pending_admissions, sweep_stage_outputs
 from app.egress import EgressPolicy
 from app.estimates import announce_worker
 from app.settings import Settings
@@ -29,6 +30,10 @@ from worker import runtime
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("show1.worker")
+
+# How often a worker's janitor heals the job store's indexes (JobStore.heal): a scan of the queued and
+# in-flight jobs, so rare; what it heals (a record expired while active) is rare too.
+HEAL_INTERVAL_SECONDS = 60.0
 
 
 class Show1Worker(SimpleWorker):
@@ -49,6 +54,7 @@ class Show1Worker(SimpleWorker):
             EgressPolicy.from_hosts(self.settings.webhook_allowed_hosts),
         )
         self._sender.start()
+        self._healed_at = float("-inf")
         self._janitor = Janitor(
             self.queues, self.settings.heartbeat_seconds, self.settings.worker_alive_file, self._announce
         )
@@ -57,12 +63,21 @@ class Show1Worker(SimpleWorker):
 
     def _announce(self) -> None:
         """This worker's entry in the registry the API reads for queued jobs' ETAs; and, as any
-        worker's janitor may, settle admissions an API process left pending when it died."""
+        worker's janitor may, settle admissions an API process left pending when it died and, now and
+        then, drop index entries of jobs whose record expired while active and delete the stage
+        outputs whose time is up."""
         rt = runtime.current()
         announce_worker(rt.store, rt.name, rt.throughput.seconds_per_unit)
         for queue in self.queues:
             if abandoned := settle_pending_admissions(rt.store, queue):
                 log.warning("abandoned %d admissions left pending by a failed API process", abandoned)
+        now = time.monotonic()
+        if now - self._healed_at >= HEAL_INTERVAL_SECONDS:
+            self._healed_at = now
+            if dropped := rt.store.heal():
+                log.warning("dropped %d index entries of jobs that ended or expired unseen", dropped)
+            if expired := sweep_stage_outputs(rt.store, rt.storage):
+                log.info("deleted %d expired stage outputs", expired)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         # Short: the heartbeat thread renews it; a dead worker's job is found within about 3 beats.

@@ -109,7 +109,15 @@ def choose_models(settings: Settings) -> tuple[Path, bool]:
     return ensure_tiny_preset(), True
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_up(host: str, port: int, data_dir: Path) -> int:
+    # SIGINT and SIGTERM both stop everything. Set explicitly: a shell starts background jobs with
+    # SIGINT ignored, and Python then installs no handler of its own, so `kill -INT` did nothing.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = Settings()
     env = dict(os.environ)
     children: list[subprocess.Popen] = []
@@ -162,7 +170,6 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
             "Ctrl-C stops everything.\n",
             err=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         click.echo("a service process exited; stopping the rest", err=True)
@@ -171,6 +178,9 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
         click.echo("stopping", err=True)
         return 0
     finally:
+        # A second signal while the children stop must not cut their shutdown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all()
 
 

@@ -54,6 +54,8 @@ def latent_super_resolve(
     generator = torch.Generator("cpu").manual_seed(seed)
     timesteps = _sdedit_timesteps(scheduler, num_inference_steps, strength, device)
     latents = _encode(vae, _frames_to_model_space(frames, device, dtype), generator)
+    if on_step is not None:
+        on_step()  # the VAE encode: a progress tick of its own (models/params.py LATENT_VAE_PASSES)
     noise = draw_noise(tuple(latents.shape), generator, device, dtype)
     latents = scheduler.add_noise(latents, noise, timesteps[:1])
     latents = _frames_to_video(latents)
@@ -69,7 +71,10 @@ def latent_super_resolve(
         latents = scheduler.step(noise_pred, timestep, latents).prev_sample
         if on_step is not None:
             on_step()
-    return _decode(vae, latents)
+    decoded = _decode(vae, latents)
+    if on_step is not None:
+        on_step()
+    return decoded
 
 
 def _sdedit_timesteps(

@@ -8,6 +8,8 @@ carries appearance from window to window.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +19,9 @@ from models.pipelines.pixel_diffusion import PixelDenoiser, StepCallback, denois
 from models.schedulers import PixelScheduler
 from models.text import PromptEmbeddings
 
+# Called with a window's index and its output (1, 3, n, H, W) as each window ends.
+WindowCallback = Callable[[int, torch.Tensor], None]
+
 
 @torch.inference_mode()
 def super_resolve_video(
@@ -25,7 +30,7 @@ def super_resolve_video(
     noising_scheduler: PixelScheduler,
     prompt: PromptEmbeddings,
     video: torch.Tensor,
-    first_frame: torch.Tensor,
+    first_frame: torch.Tensor | None,
     *,
     size: tuple[int, int],
     window: int,
@@ -35,12 +40,22 @@ def super_resolve_video(
     noise_level: int,
     seed: int,
     on_step: StepCallback | None = None,
+    windows_done: Sequence[torch.Tensor] = (),
+    on_window: WindowCallback | None = None,
 ) -> torch.Tensor:
-    """(1, 3, F, h, w) video and its super-resolved frame 0 (1, 3, H, W) -> (1, 3, F, H, W)."""
+    """(1, 3, F, h, w) video and its super-resolved frame 0 (1, 3, H, W) -> (1, 3, F, H, W).
+
+    `windows_done`: the outputs of the first windows, from an earlier run; every window re-seeds, so
+    the run goes on from the next one with the same result (frame 0 is then not needed)."""
     _, channels, num_frames, _, _ = video.shape
     upscaled = video.new_empty((1, channels, num_frames, *size))
-    for start in sr_window_starts(num_frames, window, stride):
+    starts = sr_window_starts(num_frames, window, stride)
+    for start, output in zip(starts, windows_done, strict=False):
+        upscaled[:, :, start : min(start + window, num_frames)] = output
+    for index, start in enumerate(starts[len(windows_done) :], start=len(windows_done)):
         end = min(start + window, num_frames)
+        if start == 0 and first_frame is None:
+            raise ValueError("the first pixel-SR window needs the super-resolved first frame")
         first = first_frame.unsqueeze(2) if start == 0 else upscaled[:, :, start : start + 1]
         upscaled[:, :, start:end] = super_resolve_window(
             unet,
@@ -56,6 +71,8 @@ def super_resolve_video(
             seed=seed,
             on_step=on_step,
         )
+        if on_window is not None:
+            on_window(index, upscaled[:, :, start:end])
     return upscaled
 
 

@@ -54,9 +54,7 @@ def manifests() -> list[dict]:
 
 
 def find(kind: str, name: str | None = None) -> list[dict]:
-    return [
-        doc for doc in manifests() if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
-    ]
+    return [doc for doc in manifests() if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
 
 
 def compose() -> dict:

@@ -332,12 +332,46 @@ def test_delete_a_finished_video_removes_it_and_its_files(service: Service):
     assert (deleted.id, deleted.deleted) == (video_id, True)
     with pytest.raises(openai.NotFoundError):
         client.videos.retrieve(video_id)
-    # Raw: this key also has a small /v1 video, whose size the strict client's size type refuses.
-    listed = httpx.get(
-        f"{service.base}/openai/v1/videos", headers={"Authorization": f"Bearer {KEY}"}, timeout=10
-    ).json()
-    assert listed["data"] and video_id not in [video["id"] for video in listed["data"]]
+    assert video_id not in [video.id for video in client.videos.list(limit=100)]
     assert not list((service.storage / "videos").glob(f"{video_id}.*"))
+
+
+def test_a_strict_client_lists_jobs_of_both_faces(service: Service):
+    """/v1 jobs at sizes and lengths outside the SDK's types: `size` is the nearest SDK size and the
+    exact values stand beside it, so the strict client parses the whole list."""
+    client = service.client()
+    v1_sizes = [(64, 112), (320, 576), (200, 96)]  # (height, width): landscape, Show-1's own, portrait
+    made = []
+    for height, width in v1_sizes:
+        answer = httpx.post(
+            f"{service.base}/v1/videos",
+            json={
+                **FAST_REQUEST,
+                "prompt": "both faces",
+                "num_keyframes": 2,
+                "output_size": {"height": height, "width": width},
+            },
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=10,
+        )
+        assert answer.status_code == 202, answer.text
+        made.append(answer.json()["id"])
+    made.append(client.videos.create(prompt="openai face", model="show-1", size=SMALL, extra_body=QUICK).id)
+    try:
+        listed = {video.id: video for video in client.videos.list(limit=100)}  # strict: every item parses
+        shown = [
+            (listed[job].size, listed[job].model_extra["output_size"], listed[job].seconds) for job in made
+        ]
+        assert shown == [
+            ("1792x1024", "112x64", "0.625"),
+            ("1280x720", "576x320", "0.625"),
+            ("720x1280", "96x200", "0.625"),
+            ("1792x1024", SMALL, "0.625"),
+        ]
+        assert client.videos.retrieve(made[2]).size == "720x1280"
+    finally:
+        for job in made:
+            client.videos.delete(job)
 
 
 JS_HAPPY_PATH = """
@@ -390,7 +424,8 @@ def test_node_sdk_happy_path(service: Service, tmp_path: Path):
     )
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["created"]["status"] == "queued" and result["created"]["size"] == SMALL
+    assert result["created"]["status"] == "queued" and result["created"]["output_size"] == SMALL
+    assert result["created"]["size"] == "1792x1024"  # the nearest of the SDK's sizes
     assert result["video"]["status"] == "completed" and result["video"]["progress"] == 100
     assert result["video"]["seed"] == 11 and result["video"]["params"]["steps"]["sr1"] == 2
     assert result["created"]["id"] in result["listed"] and len(result["listed"]) >= 2

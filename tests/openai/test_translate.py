@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from app.jobs import CANCELED, QUEUED, RUNNING, SUCCEEDED, JobRecord
+from app.openai_schemas import SDK_SIZES
 from app.openai_translate import (
     InvalidRequest,
     nest_form_fields,
     poll_after_ms,
     render_video,
+    sdk_size,
     to_video_request,
     video_event,
 )
@@ -88,6 +90,25 @@ def record(status: str, progress: float, **fields: object) -> JobRecord:
             **fields,
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "shown"),
+    [
+        (1280, 720, "1280x720"),
+        (1792, 1024, "1792x1024"),
+        (576, 320, "1280x720"),
+        (112, 64, "1792x1024"),  # 7:4, exactly 1792x1024's ratio
+        (64, 64, "1792x1024"),  # square: landscape, the widest of the landscape sizes
+        (320, 576, "720x1280"),
+        (1000, 1800, "720x1280"),
+        (1024, 1800, "1024x1792"),
+        (2048, 1152, "1280x720"),
+    ],
+)
+def test_a_size_outside_the_sdk_types_shows_as_the_nearest(width: int, height: int, shown: str):
+    assert sdk_size(width, height) == shown
+    assert shown in SDK_SIZES
 
 
 def test_statuses_progress_and_times():

@@ -48,6 +48,36 @@ def test_concurrent_submissions_hold_the_in_flight_limit_exactly(
     assert sorted(queued) == sorted(accepted), "every accepted job is queued once, and nothing else"
 
 
+def test_a_busy_key_with_a_high_limit_gets_no_errors_and_exact_positions(
+    processes: Processes, namespace: str, tiny_preset: Path, tmp_path: Path
+) -> None:
+    """Customers submitting in parallel on one key: every POST is a 202 (no 500, no dropped
+    connection), and the positions the API gives are RQ's order, exactly."""
+    env = service_env(namespace, tiny_preset, tmp_path, SHOW1_MAX_JOBS_IN_FLIGHT_PER_KEY="10000")
+    base = processes.api(env)
+
+    def post(index: int) -> tuple[int, str]:
+        answer = httpx.post(f"{base}/v1/videos", json={"prompt": f"job {index}"}, headers=AUTH, timeout=60)
+        return answer.status_code, answer.text
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(post, range(300)))
+    assert [code for code, _ in results] == [202] * 300, sorted(
+        {text for code, text in results if code != 202}
+    )
+    queued = Queue(namespace, connection=redis.Redis.from_url(REDIS_URL)).get_job_ids()
+    assert len(queued) == 300
+    positions = {}
+    cursor = None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{base}/v1/videos", params=params, headers=AUTH, timeout=10).json()
+        positions.update({job["id"]: job["queue_position"] for job in page["items"]})
+        if not (cursor := page["next_cursor"]):
+            break
+    assert [positions[job_id] for job_id in queued] == list(range(300))
+
+
 def test_a_failed_enqueue_leaves_nothing_behind(namespace: str, tmp_path: Path) -> None:
     connection = redis.Redis.from_url(REDIS_URL)
     queue_key = f"rq:queue:{namespace}"

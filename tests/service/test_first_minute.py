@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import REPO, Processes, free_port, service_env, wait_for
 from tests.service.test_end_to_end import poll_to_end
@@ -103,9 +104,11 @@ def test_queued_jobs_get_a_position_and_an_eta(
     poll_to_end(base, first["id"])  # the worker has measured a job now
     jobs = [httpx.post(f"{base}/v1/videos", json={"prompt": "x", **SLOW}).json() for _ in range(3)]
     last = wait_for(
-        lambda: (view := httpx.get(f"{base}/v1/videos/{jobs[2]['id']}").json())["status"] == "queued"
-        and view["eta_seconds"] is not None
-        and view,
+        lambda: (
+            (view := httpx.get(f"{base}/v1/videos/{jobs[2]['id']}").json())["status"] == "queued"
+            and view["eta_seconds"] is not None
+            and view
+        ),
         30,
         "an ETA for the last queued job",
     )
@@ -125,7 +128,15 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
     env.pop("OMP_NUM_THREADS")  # as a user runs it
     log = tmp_path / "up.log"
     command = [sys.executable, "-m", "worker.cli", "up", "--port", str(port), "--data-dir", str(tmp_path)]
-    up = subprocess.Popen(command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    # Started as a shell starts a background job: SIGINT ignored (`show1 up &`, then `kill -INT`).
+    up = subprocess.Popen(
+        command,
+        env=env,
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: b"Show-1 is up" in log.read_bytes(), 120, "show1 up to start")
@@ -145,4 +156,8 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
         assert seconds < 60, f"the README example took {seconds:.0f} s"
     finally:
         up.send_signal(signal.SIGINT)
-        up.wait(timeout=40)
+        stopping = time.monotonic()
+        code = up.wait(timeout=40)
+    assert code == 0 and time.monotonic() - stopping < 15, (code, log.read_text()[-2000:])
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{base}/healthz", timeout=2)  # the API it started is gone with it

@@ -1,0 +1,67 @@
+"""Stage outputs a generation can be resumed from.
+
+Every stage of the cascade re-seeds its own generator from the job's seed, and every pixel-SR window
+re-seeds too, so given the parameters a stage's output is a pure function of the outputs before it.
+A stored output is therefore as good as recomputing it: a run that finds the interpolated video (or
+some pixel-SR windows) stored goes on from there and ends with exactly the frames of an uninterrupted
+run on the same device and dtype. The cascade names what it stores; where it is kept (the service's
+storage, scoped to the job and its attempt) is the caller's business.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from models.params import STAGES
+
+KEYFRAMES, INTERPOLATION, FIRST_FRAME_SR, PIXEL_SR, LATENT_SR = STAGES
+# The uint8 frames of the finished video (the latent stage's output, as the MP4 encoder takes it).
+FINAL_FRAMES = "frames"
+# Stages stored whole as they end; pixel SR is stored per window (window_output), the latent stage as
+# FINAL_FRAMES.
+STORED_STAGES = (KEYFRAMES, INTERPOLATION, FIRST_FRAME_SR)
+# A draft runs the stages up to this one; finishing it runs the rest.
+DRAFT_LAST_STAGE = INTERPOLATION
+
+
+def window_output(index: int) -> str:
+    """The name of pixel-SR window `index`'s output (its frames, super-resolved)."""
+    return f"{PIXEL_SR}.{index}"
+
+
+class StageOutputs(Protocol):
+    """Where a run finds and keeps stage outputs, by name (a stage, a window or FINAL_FRAMES)."""
+
+    def load(self, name: str) -> torch.Tensor | None:
+        """The stored output, or None when there is none (or it cannot be read)."""
+        ...
+
+    def save(self, name: str, output: torch.Tensor) -> None: ...
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run starts: the first stage it computes and, for pixel SR, the first window."""
+
+    stage: str
+    window: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return (
+            {"stage": self.stage, "window": self.window} if self.stage == PIXEL_SR else {"stage": self.stage}
+        )
+
+
+def to_bytes(output: torch.Tensor) -> bytes:
+    """A stage output as stored: the tensor exactly (dtype and values), on the CPU."""
+    buffer = io.BytesIO()
+    torch.save(output.detach().to("cpu").contiguous(), buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes) -> torch.Tensor:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
