@@ -10,6 +10,8 @@ const STAGE_NAMES = {
   latent_sr: "Latent SR",
 };
 const ACTIVE = new Set(["queued", "running"]);
+// Steps of the stages after a draft's: what finishing a draft may change.
+const LATER_STEPS = new Set(["sr1_image", "sr1", "sr2"]);
 const $ = (id) => document.getElementById(id);
 
 const state = { stages: Object.keys(STAGE_NAMES), job: null, follow: null, objectUrls: {} };
@@ -66,15 +68,30 @@ function requestBody() {
   return body;
 }
 
-async function submit(event) {
-  event.preventDefault();
+// What finishing a draft may set: the later stages' fields of the form (the draft fixes the rest).
+function finishBody(draftId) {
+  const body = { draft_id: draftId };
+  const oh = numberOf("out-height"), ow = numberOf("out-width");
+  if (oh !== undefined && ow !== undefined) body.output_size = { height: oh, width: ow };
+  const steps = {};
+  for (const input of document.querySelectorAll("[data-step]")) {
+    const value = input.value.trim();
+    if (value !== "" && LATER_STEPS.has(input.dataset.step)) steps[input.dataset.step] = Number(value);
+  }
+  if (Object.keys(steps).length) body.steps = steps;
+  return body;
+}
+
+async function submit(event, body = null) {
+  if (event) event.preventDefault();
+  if (body === null && !$("create").reportValidity()) return;
   $("form-error").textContent = "";
-  $("submit").disabled = true;
+  $("submit").disabled = $("draft").disabled = true;
   try {
     const response = await api("/v1/videos", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(requestBody()),
+      body: JSON.stringify(body || requestBody()),
     });
     follow(await response.json());
     refreshRecent();
@@ -85,8 +102,17 @@ async function submit(event) {
   } catch (error) {
     $("form-error").textContent = error.message;
   } finally {
-    $("submit").disabled = false;
+    $("submit").disabled = $("draft").disabled = false;
   }
+}
+
+function submitDraft() {
+  if (!$("create").reportValidity()) return;
+  submit(null, { ...requestBody(), draft: true });
+}
+
+function finishDraft() {
+  if (state.job) submit(null, finishBody(state.job.id));
 }
 
 // One SSE frame per blank line; "event:", "id:" and "data:" fields; ":" lines are keep-alive comments.
@@ -180,7 +206,8 @@ function render() {
   $("job-id").textContent = job.id;
   const status = $("status");
   status.className = job.status;
-  let text = job.status;
+  let text = job.draft ? `draft ${job.status}` : job.status;
+  if (job.draft_id) text = `finishing draft ${job.draft_id.slice(0, 8)}… · ${text}`;
   if (job.status === "queued" && job.queue_position !== null && job.queue_position !== undefined) {
     text += ` (position ${job.queue_position + 1})`;
   }
@@ -193,7 +220,9 @@ function render() {
   status.textContent = text;
 
   const list = $("stages");
-  list.replaceChildren(...state.stages.map((stage) => {
+  // A draft runs the stages up to interpolation; the bars show only those.
+  const stages = job.draft ? state.stages.slice(0, state.stages.indexOf("interpolation") + 1) : state.stages;
+  list.replaceChildren(...stages.map((stage) => {
     const progress = (job.stage_progress || {})[stage];
     const item = document.createElement("li");
     item.dataset.stage = stage;
@@ -215,6 +244,7 @@ function render() {
   }));
 
   $("cancel").hidden = !ACTIVE.has(job.status);
+  $("finish-draft").hidden = !(job.draft && job.status === "succeeded");
   if (job.preview_url && !state.objectUrls.preview) showPreview(job);
   if (job.status === "succeeded" && job.result && !state.objectUrls.video) showVideo(job);
 }
@@ -276,7 +306,7 @@ async function refreshRecent() {
       const item = document.createElement("li");
       const badge = document.createElement("span");
       badge.className = "badge";
-      badge.textContent = job.status;
+      badge.textContent = job.draft ? `draft ${job.status}` : job.status;
       const prompt = document.createElement("span");
       prompt.className = "prompt";
       prompt.textContent = job.params.prompt;
@@ -301,6 +331,8 @@ async function start() {
   $("demo-note").hidden = !config.demo_defaults;
   $("create").addEventListener("submit", submit);
   $("cancel").addEventListener("click", cancel);
+  $("draft").addEventListener("click", submitDraft);
+  $("finish-draft").addEventListener("click", finishDraft);
   $("refresh").addEventListener("click", refreshRecent);
   $("api-key").addEventListener("change", refreshRecent);
   if (!config.auth_required) refreshRecent();

@@ -118,6 +118,11 @@ def test_queued_jobs_get_a_position_and_an_eta(
         assert last["eta_seconds"] > second["eta_seconds"]
 
 
+def readme_draft_example() -> str:
+    """The README's draft example: the shell block after **Drafts.**"""
+    return re.search(r"\*\*Drafts\.\*\*.*?```bash\n(.*?)```", README, re.S)[1]
+
+
 def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Path, tmp_path: Path) -> None:
     port = free_port()
     env = service_env("unused", tiny_preset, tmp_path)
@@ -154,6 +159,22 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
         seconds = time.monotonic() - started
         assert final["status"] == "succeeded", log.read_text()[-3000:]
         assert seconds < 60, f"the README example took {seconds:.0f} s"
+
+        # The README's draft example, run as written (but on this port).
+        script = readme_draft_example().replace("localhost:8000", f"127.0.0.1:{port}")
+        run = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        finishing = json.loads(run.stdout)
+        assert finishing["status"] == "queued" and finishing["draft_id"], finishing
+        assert (tmp_path / "draft.mp4").stat().st_size > 0
+        finished, _ = poll_to_end(base, finishing["id"])
+        assert finished["status"] == "succeeded" and finished["resumed_from"]["stage"] == "first_frame_sr"
     finally:
         up.send_signal(signal.SIGINT)
         stopping = time.monotonic()

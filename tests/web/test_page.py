@@ -142,6 +142,28 @@ def test_the_page_at_phone_width_and_cancel(service: str, browser: object, shots
     page.close()
 
 
+def test_a_draft_from_the_page_and_its_finish(service: str, browser: object, shots: Path) -> None:
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(service)
+    page.get_by_label("Prompt").fill("A sailboat at sunset")
+    page.get_by_label("Seed").fill("3")
+    page.get_by_role("button", name="Draft", exact=True).click()
+    page.wait_for_selector("#status:text-matches('draft succeeded')", timeout=90_000)
+    wait_until_playing(page)
+    assert page.locator("#stages li").count() == 2, "a draft's bars: keyframes and interpolation"
+    draft_id = page.locator("#job-id").inner_text()
+    page.screenshot(path=str(shots / "desktop-draft.png"), full_page=True)
+
+    page.get_by_role("button", name="Finish this draft").click()
+    page.wait_for_function(f"document.getElementById('job-id').textContent !== {draft_id!r}", timeout=30_000)
+    assert f"finishing draft {draft_id[:8]}" in page.locator("#status").inner_text()
+    page.wait_for_selector("#status:text-matches('succeeded')", timeout=90_000)
+    wait_until_playing(page)
+    assert page.locator("#stages li").count() == 5 and not page.locator("#finish-draft").is_visible()
+    page.screenshot(path=str(shots / "desktop-finished-draft.png"), full_page=True)
+    page.close()
+
+
 def test_the_page_reads_frames_cut_anywhere(service: str, browser: object) -> None:
     """The stream arrives in chunks cut wherever the network cuts it, CRLF or LF, with comments."""
     page = browser.new_page(viewport=DESKTOP)
