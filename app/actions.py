@@ -27,7 +27,7 @@ from app.deps import Services
 from app.egress import EgressPolicy, ForbiddenTarget
 from app.jobs import ACTIVE, CANCELED, QUEUED, SUCCEEDED, JobRecord, JobStore
 from app.queue import enqueue_video, remove_queued
-from app.schemas import VideoRequest
+from app.schemas import Size, VideoRequest
 from app.settings import Settings
 from app.storage import LocalStorage, Storage, StorageError, is_own_stage_output, job_keys
 from app.webhooks import notify
@@ -41,7 +41,7 @@ from models.params import (
     StageGuidance,
     StageSteps,
 )
-from models.stage_outputs import DRAFT_LAST_STAGE, INTERPOLATION
+from models.stage_outputs import DRAFT_STAGES, FINISH_STAGES, INTERPOLATION
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 log = logging.getLogger("show1.api")
@@ -257,9 +257,6 @@ def _check_cost(params: GenerationParams, costs: dict[str, float], max_cost: flo
     )
 
 
-# Drafts run the stages up to models.stage_outputs.DRAFT_LAST_STAGE; finishing one runs the rest.
-DRAFT_STAGES = STAGES[: STAGES.index(DRAFT_LAST_STAGE) + 1]
-FINISH_STAGES = STAGES[len(DRAFT_STAGES) :]
 # Request fields that decide a draft's own stages: finishing a draft cannot change them.
 _DRAFT_FIELDS = ("prompt", "negative_prompt", "seed", "num_keyframes", "keyframe_size", "keyframe_dropout")
 _DRAFT_STEPS = ("base", "interp")
@@ -289,24 +286,15 @@ def _finish_params(body: VideoRequest, draft: JobRecord) -> GenerationParams:
     stages that differs from the draft's is refused by name."""
     params = GenerationParams.from_dict(draft["params"])
     given = body.model_fields_set
-    drafted = {
-        "prompt": params.prompt,
-        "negative_prompt": params.negative_prompt,
-        "seed": params.seed,
-        "num_keyframes": params.num_keyframes,
-        "keyframe_size": params.keyframe_size,
-        "keyframe_dropout": params.keyframe_dropout,
-    }
-    for name in _DRAFT_FIELDS:
-        value = getattr(body, name)
-        if name == "keyframe_size":
-            value = (body.keyframe_size.height, body.keyframe_size.width)
-        if name in given and value != drafted[name]:
+    for name in _DRAFT_FIELDS:  # GenerationParams names them as the request does
+        value, fixed = getattr(body, name), getattr(params, name)
+        requested = (value.height, value.width) if isinstance(value, Size) else value
+        if name in given and requested != fixed:
             raise InvalidField(
                 ("body", name),
-                f"{name} is fixed by the draft ({drafted[name]!r}); finishing a draft changes only the "
-                "later stages (output_size, sr1_image/sr1/sr2 steps and guidance, fps)",
-                getattr(body, name) if name != "keyframe_size" else body.keyframe_size.model_dump(),
+                f"{name} is fixed by the draft ({fixed!r}); finishing a draft changes only the later "
+                "stages (output_size, sr1_image/sr1/sr2 steps and guidance, fps)",
+                value.model_dump() if isinstance(value, Size) else value,
             )
     changes: dict[str, Any] = {}
     for group in ("steps", "guidance"):

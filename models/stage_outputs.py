@@ -28,6 +28,15 @@ STORED_STAGES = (KEYFRAMES, INTERPOLATION, FIRST_FRAME_SR)
 DRAFT_LAST_STAGE = INTERPOLATION
 
 
+def stages_through(last_stage: str) -> tuple[str, ...]:
+    """The cascade's stages up to and including `last_stage`: what a run with that last stage runs."""
+    return STAGES[: STAGES.index(last_stage) + 1]
+
+
+DRAFT_STAGES = stages_through(DRAFT_LAST_STAGE)
+FINISH_STAGES = STAGES[len(DRAFT_STAGES) :]
+
+
 def window_output(index: int) -> str:
     """The name of pixel-SR window `index`'s output (its frames, super-resolved)."""
     return f"{PIXEL_SR}.{index}"

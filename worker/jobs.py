@@ -28,7 +28,7 @@ from app.storage import (
 )
 from app.webhooks import notify
 from models.cost import stage_costs
-from models.stage_outputs import DRAFT_LAST_STAGE, FINAL_FRAMES, LATENT_SR, STAGES, ResumePoint
+from models.stage_outputs import DRAFT_LAST_STAGE, FINAL_FRAMES, LATENT_SR, ResumePoint, stages_through
 from worker import runtime
 from worker.reporting import AttemptSuperseded, JobProgress
 from worker.stage_outputs import StoredStageOutputs
@@ -101,7 +101,7 @@ def generate_video(job_id: str) -> str:
         progress = None
         if params is not None:
             # A draft's stages only: its ETA and progress must not wait for stages it never runs.
-            run = STAGES[: STAGES.index(last_stage) + 1]
+            run = stages_through(last_stage)
             progress = JobProgress(
                 rt.store,
                 job_id,
