@@ -12,6 +12,7 @@ take effect. Attribute names equal the published checkpoint keys.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from models.blocks_pixel import ResnetSettings
+from models.chunking import FrameChunkedLayers
 from models.temporal import TemporalTransformer, temporal_conv
 
 
@@ -53,13 +55,19 @@ class TransformerSettings:
         return TemporalTransformer(channels, self.heads, channels // self.heads, norm_groups=self.groups)
 
 
+def _spatial_transformer(
+    transformer: Transformer2DModel,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return lambda hidden, text: transformer(hidden, encoder_hidden_states=text, return_dict=False)[0]
+
+
 def sd_resnet_settings(resnet: ResnetSettings) -> ResnetSettings:
     """What the reference's SD-style blocks take of the UNet's ResNet options: no output scale factor
     and no skipped time activation (its get_down_block and get_up_block pass neither to them)."""
     return dataclasses.replace(resnet, output_scale_factor=1.0, skip_time_act=False)
 
 
-class _LatentBlock(nn.Module):
+class _LatentBlock(FrameChunkedLayers, nn.Module):
     """(resnet, temporal conv[, transformer, temporal transformer]) x n, shared by all SD-style kinds."""
 
     def __init__(
@@ -89,12 +97,12 @@ class _LatentBlock(nn.Module):
         encoder_hidden_states: torch.Tensor,
         num_frames: int,
     ) -> torch.Tensor:
-        hidden_states = self.resnets[index](hidden_states, temb)
+        hidden_states = self.frames_through_resnet(self.resnets[index], hidden_states, temb)
         hidden_states = self.temp_convs[index](hidden_states, num_frames=num_frames)
         if self.has_attention:
-            hidden_states = self.attentions[index](
-                hidden_states, encoder_hidden_states=encoder_hidden_states, return_dict=False
-            )[0]
+            hidden_states = self.frames_through_attention(
+                _spatial_transformer(self.attentions[index]), hidden_states, encoder_hidden_states
+            )
             hidden_states = self.temp_attentions[index](hidden_states, num_frames)
         return hidden_states
 
@@ -151,7 +159,7 @@ class LatentDownBlock(_LatentBlock):
         return hidden_states, skips
 
 
-class LatentMidBlock(nn.Module):
+class LatentMidBlock(FrameChunkedLayers, nn.Module):
     """UNetMidBlock3DCrossAttn: resnet, temporal conv, then (transformer, temporal transformer, resnet,
     temporal conv)."""
 
@@ -171,13 +179,13 @@ class LatentMidBlock(nn.Module):
         encoder_hidden_states: torch.Tensor,
         num_frames: int,
     ) -> torch.Tensor:
-        hidden_states = self.resnets[0](hidden_states, temb)
+        hidden_states = self.frames_through_resnet(self.resnets[0], hidden_states, temb)
         hidden_states = self.temp_convs[0](hidden_states, num_frames=num_frames)
-        hidden_states = self.attentions[0](
-            hidden_states, encoder_hidden_states=encoder_hidden_states, return_dict=False
-        )[0]
+        hidden_states = self.frames_through_attention(
+            _spatial_transformer(self.attentions[0]), hidden_states, encoder_hidden_states
+        )
         hidden_states = self.temp_attentions[0](hidden_states, num_frames)
-        hidden_states = self.resnets[1](hidden_states, temb)
+        hidden_states = self.frames_through_resnet(self.resnets[1], hidden_states, temb)
         return self.temp_convs[1](hidden_states, num_frames=num_frames)
 
 

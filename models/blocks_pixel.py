@@ -8,6 +8,7 @@ Attribute names (`resnets`, `temp_convs`, `attentions`, `temp_attentions`, `down
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from diffusers.models.attention_processor import Attention, AttnAddedKVProcessor
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from models.chunking import FrameChunkedLayers
 from models.temporal import TemporalTransformer, temporal_conv
 
 
@@ -80,7 +82,7 @@ class AttentionSettings:
         )
 
 
-class _PixelBlock(nn.Module):
+class _PixelBlock(FrameChunkedLayers, nn.Module):
     """Layers shared by all block kinds: (resnet, temporal conv[, attention, temporal attention]) x n."""
 
     def __init__(
@@ -108,12 +110,17 @@ class _PixelBlock(nn.Module):
         encoder_hidden_states: torch.Tensor,
         num_frames: int,
     ) -> torch.Tensor:
-        hidden_states = self.resnets[index](hidden_states, temb)
+        hidden_states = self.frames_through_resnet(self.resnets[index], hidden_states, temb)
         hidden_states = self.temp_convs[index](hidden_states, num_frames=num_frames)
         if self.has_attention:
-            hidden_states = self.attentions[index](hidden_states, encoder_hidden_states=encoder_hidden_states)
+            hidden_states = self.frames_through_attention(
+                self._attend(index), hidden_states, encoder_hidden_states
+            )
             hidden_states = self.temp_attentions[index](hidden_states, num_frames)
         return hidden_states
+
+    def _attend(self, index: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return lambda hidden, text: self.attentions[index](hidden, encoder_hidden_states=text)
 
 
 class PixelDownBlock(_PixelBlock):
@@ -146,12 +153,12 @@ class PixelDownBlock(_PixelBlock):
             hidden_states = self._layer(index, hidden_states, temb, encoder_hidden_states, num_frames)
             skips += (hidden_states,)
         if self.downsamplers is not None:
-            hidden_states = self.downsamplers[0](hidden_states, temb)
+            hidden_states = self.frames_through_resnet(self.downsamplers[0], hidden_states, temb, 0.25)
             skips += (hidden_states,)
         return hidden_states, skips
 
 
-class PixelMidBlock(nn.Module):
+class PixelMidBlock(FrameChunkedLayers, nn.Module):
     """UNetMidBlock3DSimpleCrossAttn: resnet, temporal conv, attention, temporal attention, resnet,
     temporal conv."""
 
@@ -169,11 +176,15 @@ class PixelMidBlock(nn.Module):
         encoder_hidden_states: torch.Tensor,
         num_frames: int,
     ) -> torch.Tensor:
-        hidden_states = self.resnets[0](hidden_states, temb)
+        hidden_states = self.frames_through_resnet(self.resnets[0], hidden_states, temb)
         hidden_states = self.temp_convs[0](hidden_states, num_frames=num_frames)
-        hidden_states = self.attentions[0](hidden_states, encoder_hidden_states=encoder_hidden_states)
+        hidden_states = self.frames_through_attention(
+            lambda hidden, text: self.attentions[0](hidden, encoder_hidden_states=text),
+            hidden_states,
+            encoder_hidden_states,
+        )
         hidden_states = self.temp_attentions[0](hidden_states, num_frames)
-        hidden_states = self.resnets[1](hidden_states, temb)
+        hidden_states = self.frames_through_resnet(self.resnets[1], hidden_states, temb)
         return self.temp_convs[1](hidden_states, num_frames=num_frames)
 
 
@@ -218,5 +229,5 @@ class PixelUpBlock(_PixelBlock):
             hidden_states = torch.cat([hidden_states, skips[-1 - index]], dim=1)
             hidden_states = self._layer(index, hidden_states, temb, encoder_hidden_states, num_frames)
         if self.upsamplers is not None:
-            hidden_states = self.upsamplers[0](hidden_states, temb)
+            hidden_states = self.frames_through_resnet(self.upsamplers[0], hidden_states, temb, 4.0)
         return hidden_states

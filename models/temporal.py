@@ -11,6 +11,8 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import TemporalConvLayer
 from torch import nn
 
+from models.chunking import WorkingMemory
+
 # The reference builds its temporal convolutions with dropout 0.1 (active when the reference samples
 # keyframes in training mode) and, as diffusers 0.19 did, with 32 normalisation groups.
 _TEMPORAL_CONV_DROPOUT = 0.1
@@ -50,22 +52,39 @@ class TemporalTransformer(nn.Module):
             ]
         )
         self.proj_out = nn.Linear(inner_dim, channels)
+        self.working_memory = WorkingMemory()
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
         """(B*F, C, H, W) -> (B*F, C, H, W)."""
         batch_frames, channels, height, width = hidden_states.shape
         batch = batch_frames // num_frames
-        residual = hidden_states
 
         # GroupNorm statistics span all frames of a video, so normalise in (B, C, F, H, W) layout.
         video = hidden_states.reshape(batch, num_frames, channels, height, width).permute(0, 2, 1, 3, 4)
         video = self.norm(video)
-        tokens = video.permute(0, 3, 4, 2, 1).reshape(batch * height * width, num_frames, channels)
+        out = hidden_states.new_empty((batch, num_frames, channels, height, width))
+        # Every pixel's frames are one independent sequence: image lines of sequences at a time.
+        lines = self.working_memory.rows(height, width * self.bytes_per_sequence(num_frames, video))
+        for index in range(batch):
+            for top in range(0, height, lines):
+                rows = slice(top, min(top + lines, height))
+                out[index, :, :, rows] = self._sequences(video[index, :, :, rows], num_frames)
+        return out.reshape(batch_frames, channels, height, width).add_(hidden_states)
 
+    def _sequences(self, video_rows: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(C, F, h, W) normalised -> (F, C, h, W): the transformer over each pixel's frames."""
+        channels, _, lines, width = video_rows.shape
+        tokens = video_rows.permute(2, 3, 1, 0).reshape(lines * width, num_frames, channels)
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens)
         tokens = self.proj_out(tokens)
+        return tokens.reshape(lines, width, num_frames, channels).permute(2, 3, 0, 1)
 
-        out = tokens.reshape(batch, height, width, num_frames, channels).permute(0, 3, 4, 1, 2)
-        return out.reshape(batch_frames, channels, height, width) + residual
+    def bytes_per_sequence(self, num_frames: int, like: torch.Tensor) -> int:
+        """The intermediates of one pixel's sequence: its tokens at the input width, then at the inner
+        width the projections, attention and the GEGLU feed-forward (8x inner, then 4x twice)."""
+        inner = self.proj_in.out_features
+        heads = self.transformer_blocks[0].attn1.heads
+        elements = num_frames * (self.proj_in.in_features + 20 * inner) + heads * num_frames**2
+        return elements * like.element_size()

@@ -49,6 +49,7 @@ from models.blocks_pixel import (
     PixelUpBlock,
     ResnetSettings,
 )
+from models.chunking import FrameChunkedLayers, WorkingMemory
 from models.errors import CheckpointError
 from models.temporal import TemporalTransformer
 from models.weights import choose_weights, loading_problems
@@ -432,6 +433,12 @@ class Show1UNet3DConditionModel(ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(
             first_channels, out_channels, kernel_size=conv_out_kernel, padding=(conv_out_kernel - 1) // 2
         )
+
+    def set_working_memory(self, memory: WorkingMemory) -> None:
+        """The budget of every chunked layer (models/chunking.py): one setting for the whole UNet."""
+        for module in self.modules():
+            if isinstance(module, FrameChunkedLayers | TemporalTransformer):
+                module.working_memory = memory
 
     def forward(
         self,
