@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from app import metrics
 from app.deps import Services
 from app.egress import EgressPolicy, ForbiddenTarget
 from app.jobs import ACTIVE, CANCELED, QUEUED, SUCCEEDED, JobRecord, JobStore
+from app.memory import GB, last_worker, live_workers, memory_refusal
 from app.queue import enqueue_video, remove_queued
 from app.schemas import Size, VideoRequest
 from app.settings import Settings
@@ -157,6 +159,7 @@ def submit(
     # What the stages the job runs cost (models/cost.py): for the cap, and for ETAs without re-deriving.
     costs = {stage: cost for stage, cost in stage_costs(params).items() if stage in runs}
     _check_cost(params, costs, settings.max_job_cost)
+    _check_memory(services, params, runs)
     fields = {
         "params": params.to_dict(),
         "costs": costs,
@@ -255,6 +258,23 @@ def _check_cost(params: GenerationParams, costs: dict[str, float], max_cost: flo
         f"this video would cost {cost:.1f} times a default video ({cost * REFERENCE_COST:.0f} PFLOP), "
         f"over the limit of {max_cost:g}; {'.'.join(loc[1:])} grows it most ({growth[loc]:.1f}x the default)",
     )
+
+
+def _check_memory(services: Services, params: GenerationParams, runs: Collection[str]) -> None:
+    """Refuse a job no worker could hold (app/memory.py): none of the live workers, or with none alive,
+    the last one announced, within `memory_budget_gb` when that is set. Nothing known of any worker:
+    the worker that takes the job decides."""
+    settings = services.settings
+    workers = live_workers(services.store, settings.heartbeat_seconds)
+    if not workers:
+        last = last_worker(services.store)
+        if last is None:
+            return
+        budget = int(settings.memory_budget_gb * GB) if settings.memory_budget_gb else last.budget_bytes
+        workers = [dataclasses.replace(last, budget_bytes=budget)]
+    refusal = memory_refusal(params, runs, workers)
+    if refusal is not None:
+        raise InvalidField(("body", refusal.field), refusal.message())
 
 
 # Request fields that decide a draft's own stages: finishing a draft cannot change them.

@@ -27,9 +27,11 @@ MAX_JOBS_AHEAD_READ = 100
 WORKER_SILENT_BEATS = 3
 
 
-def announce_worker(store: JobStore, name: str, seconds_per_unit: dict[str, float]) -> None:
-    """A worker's heartbeat entry; called by the worker every heartbeat."""
-    entry = {"seen": time.time(), "seconds_per_unit": seconds_per_unit}
+def announce_worker(
+    store: JobStore, name: str, seconds_per_unit: dict[str, float], memory: dict[str, Any] | None = None
+) -> None:
+    """A worker's heartbeat entry, called every heartbeat: its pace and what it may hold (app/memory.py)."""
+    entry = {"seen": time.time(), "seconds_per_unit": seconds_per_unit, "memory": memory}
     store.redis.hset(store.keys.workers(), name, json.dumps(entry))
 
 

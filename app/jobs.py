@@ -117,6 +117,10 @@ class Keys:
     def stage_metrics(self, stage: str) -> str:
         return self._key("metrics", "stage", stage)
 
+    def last_worker_memory(self) -> str:
+        """The last worker's memory announcement (app/memory.py), kept while no worker is alive."""
+        return self._key("memory", "last-worker")
+
     def gpu_metrics(self, worker: str) -> str:
         return self._key("metrics", "gpu", worker)
 

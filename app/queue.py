@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
+from typing import Any
 
 import redis
 from rq import Queue, Retry
@@ -24,23 +26,31 @@ def video_queue(connection: redis.Redis, settings: Settings) -> Queue:
 def enqueue_video(queue: Queue, store: JobStore, job_id: str, settings: Settings) -> Job:
     """One RQ job per video, with the video's id; crashes and storage faults are retried. The queue
     entry and the job's ticket in the store's waiting line are one transaction."""
-    from rq import Callback
-
     with queue.connection.pipeline() as pipe:
-        job = queue.enqueue(
-            GENERATE_VIDEO,
-            job_id,
-            job_id=job_id,
-            job_timeout=settings.job_timeout_seconds,
-            retry=Retry(max=settings.job_retries) if settings.job_retries else None,
-            result_ttl=3600,
-            failure_ttl=settings.job_record_ttl_seconds,
-            on_failure=Callback(ON_FAILURE),
-            pipeline=pipe,
-        )
+        job = queue.enqueue(GENERATE_VIDEO, job_id, job_id=job_id, pipeline=pipe, **_options(settings))
         store.take_ticket(job_id, pipe)
         pipe.execute()
     return job
+
+
+def hand_over(queue: Queue, job_id: str, settings: Settings) -> Job:
+    """A queued video back at the head of the queue, for another worker (one that can hold it): a new
+    queue entry under a fresh id, as the entry this worker took is still its running RQ job. The
+    video keeps its ticket (and place) in the waiting line; a cancel reaches it through its record."""
+    entry = f"{job_id}-handover-{secrets.token_hex(4)}"
+    return queue.enqueue(GENERATE_VIDEO, job_id, job_id=entry, at_front=True, **_options(settings))
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    from rq import Callback
+
+    return {
+        "job_timeout": settings.job_timeout_seconds,
+        "retry": Retry(max=settings.job_retries) if settings.job_retries else None,
+        "result_ttl": 3600,
+        "failure_ttl": settings.job_record_ttl_seconds,
+        "on_failure": Callback(ON_FAILURE),
+    }
 
 
 def remove_queued(queue: Queue, job_id: str) -> bool:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.memory import MemoryMode
 from models.params import KeyframeDropout
 
 ENV_PREFIX = "SHOW1_"
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
     dtype: Literal["", "float16", "bfloat16", "float32"] = Field(
         "", description="Model dtype; empty: float16 on CUDA, float32 on CPU."
     )
-    memory_mode: Literal["resident", "offload_text_encoder", "model_offload", "sequential_offload"] = Field(
+    memory_mode: MemoryMode = Field(
         "resident", description="GPU memory mode of the cascade (deploy/README.md has the trade-offs)."
     )
     worker_alive_file: Path = Field(
@@ -108,6 +109,27 @@ class Settings(BaseSettings):
     )
     heartbeat_seconds: int = Field(
         10, ge=2, description="Worker heartbeat; a silent worker's job is requeued after about 3x this."
+    )
+
+    # Memory (models/memory.py estimates a job's peak; docs/design.md "Memory")
+    worker_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory a worker may use in all: its GPU's on CUDA, RAM on a CPU (the loaded models "
+        "included). Unset: detected (the device's free memory at start; on a CPU the available RAM, "
+        "within the cgroup's limit).",
+    )
+    memory_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        description="With no worker alive, admission refuses a job whose estimated peak is over this "
+        "(in a worker's terms: with the last announced worker's models). Unset: that worker's own memory.",
+    )
+    working_memory_mb: int = Field(
+        512,
+        ge=16,
+        description="The most one chunked layer of a UNet may hold at once (models/chunking.py): smaller "
+        "is leaner and, far below the default, slower.",
     )
 
     # Webhooks

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from accelerate import cpu_offload
 
+from models.chunking import WorkingMemory
 from models.loading import CascadeModels, checkpoint_info, load_models
+from models.memory import MEMORY_MODES, TEXT_ENCODERS, ModelProfile, profile_of
 from models.params import GenerationParams, sr_window_starts, steps_per_stage
 from models.pipelines.first_frame_sr import upscale_first_frame
 from models.pipelines.interpolation import interpolate_keyframes
@@ -35,8 +37,6 @@ from models.stage_outputs import (
     window_output,
 )
 from models.text import PromptEmbeddings, encode_clip, encode_t5
-
-MEMORY_MODES = ("resident", "offload_text_encoder", "model_offload", "sequential_offload")
 
 ProgressCallback = Callable[[str, int, int], None]
 StageOutputCallback = Callable[[str, torch.Tensor], None]
@@ -63,6 +63,7 @@ class Show1Cascade:
         memory_mode: str = "resident",
         model_info: dict[str, dict[str, str]] | None = None,
         interpolation_pairs_per_batch: int | None = None,
+        working_memory: WorkingMemory | None = None,
     ) -> None:
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {', '.join(MEMORY_MODES)}; got {memory_mode!r}")
@@ -71,11 +72,17 @@ class Show1Cascade:
         self.dtype = dtype
         self.memory_mode = memory_mode
         self.model_info = model_info or {}
-        # None: every keyframe pair in one batch; 1 is the reference's way (the output is the same).
-        self.interpolation_pairs_per_batch = interpolation_pairs_per_batch
+        self.interpolation_pairs_per_batch = interpolation_pairs_per_batch or self._default_pairs_per_batch()
+        # One budget for every chunked layer of every video UNet (models/chunking.py).
+        self.working_memory = working_memory or WorkingMemory()
+        for unet in (models.base_unet, models.interp_unet, models.sr1_unet, models.sr2_unet):
+            if hasattr(unet, "set_working_memory"):  # diffusers' UNet3D (old golden sets) has none
+                unet.set_working_memory(self.working_memory)
+        # The text encoders run on the CPU in this mode: on the device they would sit beside the UNets.
+        self._text_device = torch.device("cpu") if memory_mode == "offload_text_encoder" else self.device
         self._offloaded = self._modules_kept_off_device()
         self._place_models()
-        models.vae.enable_slicing()
+        models.vae.enable_slicing()  # the VAE a frame at a time: the same numbers, a frame's memory
 
     @classmethod
     def from_pretrained(
@@ -86,6 +93,7 @@ class Show1Cascade:
         dtype: torch.dtype | None = None,
         memory_mode: str = "resident",
         interpolation_pairs_per_batch: int | None = None,
+        working_memory: WorkingMemory | None = None,
     ) -> Show1Cascade:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -96,6 +104,25 @@ class Show1Cascade:
             memory_mode=memory_mode,
             model_info=checkpoint_info(Path(models_dir)),
             interpolation_pairs_per_batch=interpolation_pairs_per_batch,
+            working_memory=working_memory,
+        )
+
+    def _default_pairs_per_batch(self) -> int | None:
+        """Keyframe pairs per interpolation batch (the output does not depend on it): on a GPU all of
+        them, which fills it better at 40x64, unless a memory mode asks for the least memory; on a CPU
+        one, which is faster there (no batching gain) and holds a seventh of the activations."""
+        if self.device.type == "cuda" and self.memory_mode in ("resident", "offload_text_encoder"):
+            return None
+        return 1
+
+    def memory_profile(self) -> ModelProfile:
+        """What models/memory.py needs to estimate any request's memory on these models, this way."""
+        return profile_of(
+            self.models,
+            element_size=torch.finfo(self.dtype).bits // 8,
+            device_type=self.device.type,
+            working_bytes=self.working_memory.bytes,
+            interpolation_pairs_per_batch=self.interpolation_pairs_per_batch,
         )
 
     def generate(
@@ -184,20 +211,20 @@ class Show1Cascade:
                 raise ValueError(f"{name} {size} must be a multiple of {factor} for these models")
 
     def _encode_prompts(self, params: GenerationParams) -> tuple[PromptEmbeddings, PromptEmbeddings]:
-        m = self.models
+        m, device = self.models, self._text_device
         with self._on_device(m.t5_encoder, m.clip_encoder):
             pixel = encode_t5(
-                m.t5_tokenizer, m.t5_encoder, params.prompt, params.negative_prompt, self.device, self.dtype
+                m.t5_tokenizer, m.t5_encoder, params.prompt, params.negative_prompt, device, self.dtype
             )
             latent = encode_clip(
                 m.clip_tokenizer,
                 m.clip_encoder,
                 params.prompt,
                 params.latent_negative_prompt,
-                self.device,
+                device,
                 self.dtype,
             )
-        return pixel, latent
+        return pixel.to(self.device), latent.to(self.device)
 
     def _keyframes(
         self, params: GenerationParams, prompt: PromptEmbeddings, tick: StepCallback
@@ -311,8 +338,6 @@ class Show1Cascade:
 
     def _modules_kept_off_device(self) -> set[torch.nn.Module]:
         m = self.models
-        if self.memory_mode == "offload_text_encoder":
-            return {m.t5_encoder, m.clip_encoder}
         if self.memory_mode == "model_offload":
             return set(m.modules())
         return set()
@@ -323,9 +348,10 @@ class Show1Cascade:
             for module in self.models.modules():
                 cpu_offload(module, execution_device=self.device)
             return
+        text_encoders = {getattr(self.models, name) for name in TEXT_ENCODERS}
         for module in self.models.modules():
             if module not in self._offloaded:
-                module.to(self.device)
+                module.to(self._text_device if module in text_encoders else self.device)
 
     @contextmanager
     def _on_device(self, *modules: torch.nn.Module) -> Iterator[None]:

@@ -18,6 +18,9 @@ class PromptEmbeddings:
     positive: torch.Tensor
     negative: torch.Tensor
 
+    def to(self, device: torch.device) -> PromptEmbeddings:
+        return PromptEmbeddings(self.positive.to(device), self.negative.to(device))
+
     def for_guidance(self, copies: int = 1) -> torch.Tensor:
         """Negative batch first, then positive: the order the guided UNet batch is built in."""
         return torch.cat([self.negative.expand(copies, -1, -1), self.positive.expand(copies, -1, -1)])

@@ -13,10 +13,13 @@ from typing import Any, TypeVar
 import numpy as np
 import redis
 from PIL import Image
+from rq import Queue
 from rq.timeouts import JobTimeoutException
 
-from app.jobs import CANCELED, ENCODING, FAILED, RUNNING, SUCCEEDED, utc_now
+from app.jobs import CANCELED, ENCODING, FAILED, QUEUED, RUNNING, SUCCEEDED, utc_now
 from app.logs import current_job_id
+from app.memory import live_workers, memory_refusal
+from app.queue import hand_over
 from app.storage import (
     StorageError,
     attempt_keys,
@@ -109,6 +112,8 @@ def generate_video(job_id: str) -> str:
                 {stage: cost for stage, cost in stage_costs(params).items() if stage in run},
                 rt.throughput,
             )
+        if params is not None and (left := _unless_it_fits(job_id, params, run)) is not None:
+            return left
         # The ETA from this worker's pace is there from the moment the job shows as running.
         eta = progress.eta_seconds() if progress else None
         attempt = rt.store.claim(job_id, rt.name, eta_seconds=eta)
@@ -194,6 +199,22 @@ def generate_video(job_id: str) -> str:
         current_job_id.reset(token)
 
 
+def _unless_it_fits(job_id: str, params: Any, stages: tuple[str, ...]) -> str | None:
+    """None when this worker can hold the job (models/memory.py); else it is left, unclaimed, for a
+    live worker that can (after a pause, so that one takes it first), or failed when none can."""
+    rt = runtime.current()
+    if rt.memory.holds(params, stages):
+        return None
+    larger = [w for w in live_workers(rt.store, rt.settings.heartbeat_seconds) if w.holds(params, stages)]
+    refusal = memory_refusal(params, stages, [rt.memory])
+    if larger:
+        log.info("%s; left for a worker that can hold it", refusal.message() if refusal else "too large")
+        hand_over(Queue(rt.settings.queue_name, connection=rt.redis), job_id, rt.settings)
+        time.sleep(rt.settings.heartbeat_seconds)
+        return QUEUED
+    return _fail(job_id, "insufficient_memory", refusal.message() if refusal else "")
+
+
 def resume_view(point: ResumePoint) -> dict[str, Any]:
     """Where an attempt resumed, as the job object says it: a stage (and window), or `encoding` when
     the final frames were stored."""
@@ -275,6 +296,9 @@ USER_MESSAGES = {
     "resource_exhausted": (
         "the video needs more memory or time than a worker has; ask for smaller sizes, fewer keyframes "
         "or fewer steps"
+    ),
+    "insufficient_memory": (
+        "no worker can hold this video: {detail}; ask for smaller sizes or fewer keyframes"
     ),
     "storage_unavailable": "video storage was unavailable, also on retry; submit the job again later",
     "worker_lost": "the worker rendering this video stopped, also on retry; submit the job again",

@@ -25,6 +25,7 @@ from rq.timeouts import TimerDeathPenalty
 from app.actions import settle_pending_admissions, sweep_stage_outputs
 from app.egress import EgressPolicy
 from app.estimates import announce_worker
+from app.memory import remember as remember_worker_memory
 from app.settings import Settings
 from worker import runtime
 from worker.webhooks import WebhookSender
@@ -46,6 +47,8 @@ class Show1Worker(SimpleWorker):
         if runtime._runtime is None:
             runtime.install(runtime.load_runtime(self.settings))
         rt = runtime.current()
+        with contextlib.suppress(redis.RedisError):  # the heartbeat announces it too
+            remember_worker_memory(rt.store, rt.memory)
         self._sender = WebhookSender(
             rt.webhooks,
             self.settings.webhook_secret,
@@ -67,7 +70,7 @@ class Show1Worker(SimpleWorker):
         then, drop index entries of jobs whose record expired while active and delete the stage
         outputs whose time is up."""
         rt = runtime.current()
-        announce_worker(rt.store, rt.name, rt.throughput.seconds_per_unit)
+        announce_worker(rt.store, rt.name, rt.throughput.seconds_per_unit, rt.memory.to_dict())
         for queue in self.queues:
             if abandoned := settle_pending_admissions(rt.store, queue):
                 log.warning("abandoned %d admissions left pending by a failed API process", abandoned)

@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from app.jobs import JobStore, Keys
+from app.memory import WorkerMemory
 from app.settings import Settings
 from app.storage import Storage, make_storage
 from models.weights import CHECKPOINT_FOLDERS
@@ -29,6 +30,7 @@ class WorkerRuntime:
     webhooks: WebhookQueue
     cascade: object  # models.Show1Cascade; typed loosely so this module imports without torch
     name: str
+    memory: WorkerMemory
     throughput: Throughput = field(default_factory=Throughput)
 
 
@@ -71,16 +73,23 @@ def load_runtime(settings: Settings) -> WorkerRuntime:
     import torch
 
     from models import Show1Cascade
+    from models.chunking import WorkingMemory
+    from worker.memory import detect_worker_memory
 
     dtype = getattr(torch, settings.dtype) if settings.dtype else None
     models_dir = models_dir_for(settings)
     log.info("loading the cascade from %s", models_dir)
     cascade = Show1Cascade.from_pretrained(
-        models_dir, device=settings.device or None, dtype=dtype, memory_mode=settings.memory_mode
+        models_dir,
+        device=settings.device or None,
+        dtype=dtype,
+        memory_mode=settings.memory_mode,
+        working_memory=WorkingMemory(settings.working_memory_mb * 2**20),
     )
     log.info("cascade resident on %s (%s, %s)", cascade.device, cascade.dtype, cascade.memory_mode)
     throughput = Throughput()
     log.info("warm-up run done in %.1fs", warm_up(cascade, throughput))
+    memory = detect_worker_memory(cascade, settings)  # after the warm-up: its baseline is the loaded one
     connection = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
     return WorkerRuntime(
         settings=settings,
@@ -89,6 +98,7 @@ def load_runtime(settings: Settings) -> WorkerRuntime:
         storage=make_storage(settings),
         webhooks=WebhookQueue(connection, Keys(settings.key_prefix)),
         cascade=cascade,
+        memory=memory,
         throughput=throughput,
         name=f"{socket.gethostname()}-{os.getpid()}",
     )

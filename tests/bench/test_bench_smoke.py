@@ -55,6 +55,9 @@ def test_bench_runs_on_the_tiny_preset(tiny_preset: Path, tmp_path: Path):
     )
     assert set(report["stages"]) == {"keyframes", "interpolation", "first_frame_sr", "pixel_sr", "latent_sr"}
     assert set(report["modes"]) == {"resident", "offload_text_encoder"}
+    # The memory model's estimate beside each mode's measurement; on a CPU both modes hold the same.
+    estimates = {mode: row["estimate_gb"] for mode, row in report["modes"].items()}
+    assert estimates["resident"] == estimates["offload_text_encoder"] > 0
     assert report["reference_flow"]["seconds"] > 0 and report["seconds_per_video"] > 0
     assert "speed-up vs the reference flow" in run.stdout
 

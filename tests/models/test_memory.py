@@ -1,0 +1,105 @@
+"""The memory model (models/memory.py) against measurement, and what it says of the published models.
+
+Measured here: the tiny preset on the CPU, each size in a fresh process (bench/memory.py --child), its
+peak RSS against the loaded process's RSS plus the estimate. The working memory is lowered so that
+the chunked regime of the large sizes (bench/results/*-memory-cpu.md: the paper's sizes and 1280x720
+with 33 frames) is reached at sizes a CI machine runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import cache
+
+import pytest
+import torch
+
+from models.chunking import DEFAULT_WORKING_BYTES
+from models.memory import MEMORY_MODES, ModelProfile, estimate_memory, profile_of
+from models.params import GenerationParams
+from tests.conftest import REPO
+
+GB = 2**30
+TOLERANCE = 0.25
+WORKING_MB = 24
+
+
+def _measure(tiny_preset, size: str) -> dict:  # noqa: ANN001
+    command = [sys.executable, "bench/memory.py", "--child", size, "--working-mb", str(WORKING_MB)]
+    command += ["--models-dir", str(tiny_preset)]
+    output = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["ci-small", "ci-frames", "ci-wide"])
+def test_estimate_within_a_quarter_of_the_measured_peak(tiny_preset, size: str):  # noqa: ANN001
+    row = _measure(tiny_preset, size)
+    measured = row["measured"]["process_peak"]
+    added = measured - row["baseline"]
+    estimated_added = row["estimate_peak"] - row["baseline"]
+    assert added > 100 * 2**20, f"{size}: too small to tell the model anything ({added / GB:.2f} GB)"
+    # The whole process, as a worker's memory is limited, and what the job adds to the loaded process.
+    assert abs(row["estimate_peak"] - measured) <= TOLERANCE * measured, row
+    assert abs(estimated_added - added) <= TOLERANCE * added, (size, estimated_added / GB, added / GB)
+
+
+@cache
+def published_models():  # noqa: ANN201
+    """The published models' sizes (bench/configs) in float16, on the meta device: no memory, no time."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench import full_size_models  # bench/bench.py
+
+    models = full_size_models(torch.device("meta"), torch.float16, None, meta=True)
+    for module in models.modules():
+        module.to(torch.float16)
+    return models
+
+
+@cache
+def published_profile(mode: str) -> ModelProfile:
+    pairs = None if mode in ("resident", "offload_text_encoder") else 1
+    return profile_of(
+        published_models(),
+        element_size=2,
+        device_type="cuda",
+        working_bytes=DEFAULT_WORKING_BYTES,
+        interpolation_pairs_per_batch=pairs,
+    )
+
+
+def test_the_least_memory_mode_fits_an_8_gb_card_at_the_paper_defaults():
+    paper = GenerationParams(prompt="p", seed=0)
+    peaks = {mode: estimate_memory(paper, published_profile(mode), mode).peak for mode in MEMORY_MODES}
+    assert peaks["sequential_offload"] + 1 * GB <= 8 * GB, peaks  # a CUDA context beside it
+    # Each mode keeps less on the device than the one before it.
+    ordered = [peaks[mode] for mode in MEMORY_MODES]
+    assert ordered == sorted(ordered, reverse=True), peaks
+    # Resident: every weight (about 24 GB in float16) plus the largest stage's activations.
+    assert 24 * GB < peaks["resident"] < 60 * GB
+
+
+def test_estimates_grow_with_what_the_request_grows():
+    profile = published_profile("resident")
+    paper = GenerationParams(prompt="p", seed=0)
+    larger = {
+        "output": GenerationParams(prompt="p", seed=0, output_size=(720, 1280)),
+        "frames": GenerationParams(prompt="p", seed=0, num_keyframes=16),
+        "keyframes": GenerationParams(prompt="p", seed=0, keyframe_size=(64, 112)),
+    }
+    base = estimate_memory(paper, profile).peak
+    for name, params in larger.items():
+        assert estimate_memory(params, profile).peak > base, name
+    # A draft's stages alone need less than the whole cascade at a large output.
+    large = larger["output"]
+    draft = estimate_memory(large, profile, stages=("keyframes", "interpolation"))
+    assert draft.peak < estimate_memory(large, profile).peak
+    assert set(draft.stages) == {"text", "keyframes", "interpolation"}
+
+
+def test_a_profile_survives_json():
+    profile = published_profile("sequential_offload")
+    again = ModelProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    assert again == profile
