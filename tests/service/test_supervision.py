@@ -163,6 +163,8 @@ def test_show1_up_outlives_killed_workers_and_a_job_that_kills_every_worker_fail
         assert up.poll() is None
     finally:
         watch.done.set()
+        if watch.is_alive():
+            watch.join()  # its last requests answered before the API is told to stop
         up.send_signal(signal.SIGTERM)
         try:
             code = up.wait(timeout=40)
@@ -170,7 +172,6 @@ def test_show1_up_outlives_killed_workers_and_a_job_that_kills_every_worker_fail
             if up.poll() is None:
                 up.kill()
     assert code == 0, log.read_text()[-3000:]
-    watch.join()
     assert watch.failures == [], watch.failures[:5]  # the API answered all along
     assert watch.answered > 50
     assert log.read_text().count("restarting it in") == 3
