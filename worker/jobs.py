@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import io
 import json
 import logging
@@ -16,7 +18,7 @@ from PIL import Image
 from rq import Queue
 from rq.timeouts import JobTimeoutException
 
-from app.jobs import CANCELED, ENCODING, FAILED, QUEUED, RUNNING, SUCCEEDED, utc_now
+from app.jobs import CANCELED, ENCODING, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, utc_now
 from app.logs import current_job_id
 from app.memory import live_workers, memory_refusal
 from app.queue import hand_over
@@ -79,11 +81,11 @@ def spritesheet_jpeg(frames: np.ndarray) -> bytes:
 def generate_video(job_id: str) -> str:
     """Run the cascade for one job record; returns the final status.
 
-    Ends normally for cancellation and bad parameters (RQ must not retry those); raises only for
-    faults worth another attempt (storage down too long, a crash), which RQ's Retry re-runs.
+    Ends normally for cancellation, bad parameters and exhausted memory or time (RQ must not retry
+    those); raises only for faults worth another attempt (storage down too long, a crash), which RQ's
+    Retry re-runs. Phases: claim an attempt, render the frames, publish the video.
     """
-    from models import GenerationCancelled, GenerationParams, steps_per_stage
-    from models.video import encode_mp4
+    from models import GenerationParams, steps_per_stage
 
     rt = runtime.current()
     token = current_job_id.set(job_id)
@@ -122,79 +124,13 @@ def generate_video(job_id: str) -> str:
             return record.status
         _notify(job_id, "job.started", only_if="webhook_on_start")
         if progress is None:
-            return _fail(job_id, "invalid_parameters", invalid, attempt)
+            return _fail(job_id, "invalid_parameters", attempt, detail=invalid)
         progress.attempt = attempt
         started = time.monotonic()
-        stored = None
-        if rt.settings.stage_outputs:
-            ttl = rt.settings.draft_ttl_seconds if record["draft"] else rt.settings.job_record_ttl_seconds
-            stored = StoredStageOutputs(rt.store, rt.storage, job_id, attempt, record["stages"] or {}, ttl)
-        try:
-            result = rt.cascade.generate(
-                params,
-                progress=progress,
-                on_stage_output=_preview_uploader(job_id, attempt),
-                stored=stored,
-                last_stage=last_stage,
-                on_resume=_resume_recorder(job_id, attempt),
-            )
-        except AttemptSuperseded:
-            return _discard_attempt(job_id, attempt)
-        except GenerationCancelled:
-            log.info("canceled between denoising steps")
-            if rt.store.finish(job_id, CANCELED, attempt=attempt):
-                _notify(job_id, "job.canceled")
-            return CANCELED
-        except ValueError as error:
-            return _fail(job_id, "invalid_parameters", str(error), attempt)
-        except Exception as error:
-            if not is_out_of_resources(error):
-                raise
-            # The same job would fail the same way on any retry: fail it now, for good.
-            log.warning("out of memory or time: %s", error)
-            return _fail(job_id, "resource_exhausted", attempt=attempt)
-
-        if not _with_redis_retries(
-            lambda: rt.store.update_running(job_id, {"stage": ENCODING, "eta_seconds": None}, attempt)
-        ):
-            return _discard_attempt(job_id, attempt)
-        mp4 = encode_mp4(result.frames, fps=params.fps)
-        frames, height, width, _ = result.frames.shape
-        document = {
-            "id": job_id,
-            "attempt": attempt,
-            "params": params.to_dict(),
-            "timings": {**result.timings, "total": round(time.monotonic() - started, 3)},
-            "models": rt.cascade.model_info,
-            "worker": rt.name,
-            "device": str(rt.cascade.device),
-            "dtype": str(rt.cascade.dtype).removeprefix("torch."),
-            "memory_mode": rt.cascade.memory_mode,
-            "finished_at": utc_now(),
-        }
-        # This attempt's own files; the record points at them only if this attempt wins the publish.
-        _upload(video_key(job_id, attempt), mp4, "video/mp4")
-        _upload(thumbnail_key(job_id, attempt), thumbnail_jpeg(result.frames), "image/jpeg")
-        _upload(spritesheet_key(job_id, attempt), spritesheet_jpeg(result.frames), "image/jpeg")
-        document_bytes = json.dumps(document, indent=2).encode()
-        _upload(record_key(job_id, attempt), document_bytes, "application/json")
-        result_fields = {
-            "url": "",
-            "content_type": "video/mp4",
-            "bytes": len(mp4),
-            "width": width,
-            "height": height,
-            "frames": frames,
-            "fps": params.fps,
-            "draft": bool(record["draft"]),
-        }
-        published = _with_redis_retries(
-            lambda: rt.store.publish(job_id, attempt, result_fields, timings=document["timings"])
-        )
-        if not published:
-            return _not_published(job_id, attempt)
-        _notify(job_id, "job.succeeded")
-        return SUCCEEDED
+        rendered = _render(job_id, attempt, record, params, progress, last_stage)
+        if isinstance(rendered, str):
+            return rendered
+        return _publish(job_id, attempt, record, params, rendered, started)
     finally:
         current_job_id.reset(token)
 
@@ -212,7 +148,108 @@ def _unless_it_fits(job_id: str, params: Any, stages: tuple[str, ...]) -> str | 
         hand_over(Queue(rt.settings.queue_name, connection=rt.redis), job_id, rt.settings)
         time.sleep(rt.settings.heartbeat_seconds)
         return QUEUED
-    return _fail(job_id, "insufficient_memory", refusal.message() if refusal else "")
+    return _fail(job_id, "insufficient_memory", None, detail=refusal.message() if refusal else "")
+
+
+def _render(
+    job_id: str, attempt: int, record: JobRecord, params: Any, progress: JobProgress, last_stage: str
+) -> Any:
+    """The cascade's frames for this attempt (a models.GenerationResult), or the job's final status
+    when the attempt ended without them."""
+    from models import GenerationCancelled
+
+    rt = runtime.current()
+    stored = None
+    if rt.settings.stage_outputs:
+        ttl = rt.settings.draft_ttl_seconds if record["draft"] else rt.settings.job_record_ttl_seconds
+        stored = StoredStageOutputs(rt.store, rt.storage, job_id, attempt, record["stages"] or {}, ttl)
+    try:
+        return rt.cascade.generate(
+            params,
+            progress=progress,
+            on_stage_output=_preview_uploader(job_id, attempt),
+            stored=stored,
+            last_stage=last_stage,
+            on_resume=_resume_recorder(job_id, attempt),
+        )
+    except AttemptSuperseded:
+        return _discard_attempt(job_id, attempt)
+    except GenerationCancelled:
+        log.info("canceled between denoising steps")
+        if rt.store.finish(job_id, CANCELED, attempt=attempt):
+            _notify(job_id, "job.canceled")
+        return CANCELED
+    except ValueError as error:
+        return _fail(job_id, "invalid_parameters", attempt, detail=str(error))
+    except Exception as error:
+        if not is_out_of_resources(error):
+            raise
+        log.warning("out of memory or time: %s", error)
+    # Out of memory or time. The same job would fail the same way on any retry: it fails now, for good.
+    # What the stage held was referenced by the exception's frames, gone now that it is handled: hand
+    # it back before this worker takes the next job.
+    release_memory()
+    return _fail(job_id, "resource_exhausted", attempt)
+
+
+def release_memory() -> None:
+    """Return what a failed job left behind: unreachable tensors, the CUDA caching allocator's free
+    blocks, and on glibc the heap's free pages."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _publish(job_id: str, attempt: int, record: JobRecord, params: Any, result: Any, started: float) -> str:
+    """Encode and upload this attempt's files, then make them the job's result (once)."""
+    from models.video import encode_mp4
+
+    rt = runtime.current()
+    if not _with_redis_retries(
+        lambda: rt.store.update_running(job_id, {"stage": ENCODING, "eta_seconds": None}, attempt)
+    ):
+        return _discard_attempt(job_id, attempt)
+    mp4 = encode_mp4(result.frames, fps=params.fps)
+    frames, height, width, _ = result.frames.shape
+    document = {
+        "id": job_id,
+        "attempt": attempt,
+        "params": params.to_dict(),
+        "timings": {**result.timings, "total": round(time.monotonic() - started, 3)},
+        "models": rt.cascade.model_info,
+        "worker": rt.name,
+        "device": str(rt.cascade.device),
+        "dtype": str(rt.cascade.dtype).removeprefix("torch."),
+        "memory_mode": rt.cascade.memory_mode,
+        "finished_at": utc_now(),
+    }
+    # This attempt's own files; the record points at them only if this attempt wins the publish.
+    _upload(video_key(job_id, attempt), mp4, "video/mp4")
+    _upload(thumbnail_key(job_id, attempt), thumbnail_jpeg(result.frames), "image/jpeg")
+    _upload(spritesheet_key(job_id, attempt), spritesheet_jpeg(result.frames), "image/jpeg")
+    document_bytes = json.dumps(document, indent=2).encode()
+    _upload(record_key(job_id, attempt), document_bytes, "application/json")
+    result_fields = {
+        "url": "",
+        "content_type": "video/mp4",
+        "bytes": len(mp4),
+        "width": width,
+        "height": height,
+        "frames": frames,
+        "fps": params.fps,
+        "draft": bool(record["draft"]),
+    }
+    published = _with_redis_retries(
+        lambda: rt.store.publish(job_id, attempt, result_fields, timings=document["timings"])
+    )
+    if not published:
+        return _not_published(job_id, attempt)
+    _notify(job_id, "job.succeeded")
+    return SUCCEEDED
 
 
 def resume_view(point: ResumePoint) -> dict[str, Any]:
@@ -286,7 +323,8 @@ def on_job_failure(job: Any, connection: Any, exc_type: type, exc_value: BaseExc
     code = "worker_lost" if exc_type.__name__ == "AbandonedJobError" else "internal_error"
     if isinstance(exc_value, StorageError):
         code = "storage_unavailable"
-    if _fail(job_id, code) == FAILED:
+    record = rt.store.get(job_id)
+    if _fail(job_id, code, attempts=record["attempts"] if record else "all") == FAILED:
         log.error("job failed for good: %s", reason, extra={"job_id": job_id})
 
 
@@ -301,7 +339,11 @@ USER_MESSAGES = {
         "no worker can hold this video: {detail}; ask for smaller sizes or fewer keyframes"
     ),
     "storage_unavailable": "video storage was unavailable, also on retry; submit the job again later",
-    "worker_lost": "the worker rendering this video stopped, also on retry; submit the job again",
+    "worker_lost": (
+        "the worker process was lost (killed or crashed) while running this video, and its {attempts} "
+        "attempts are used up; a video that needs more memory than a worker has ends this way: ask for "
+        "smaller sizes or fewer keyframes, or submit it again"
+    ),
     "internal_error": "an internal error stopped this video; it is logged under the job id",
 }
 
@@ -316,9 +358,10 @@ def is_out_of_resources(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
 
 
-def _fail(job_id: str, code: str, detail: str = "", attempt: int | None = None) -> str:
+def _fail(job_id: str, code: str, attempt: int | None = None, **details: object) -> str:
+    """Fail the job (if `attempt` still holds it) with `code` and its message, filled from `details`."""
     rt = runtime.current()
-    if rt.store.fail(job_id, code, USER_MESSAGES[code].format(detail=detail), attempt):
+    if rt.store.fail(job_id, code, USER_MESSAGES[code].format(**details), attempt):
         _notify(job_id, "job.failed")
         return FAILED
     record = rt.store.get(job_id)

@@ -1,7 +1,9 @@
 """`show1 up`: the whole service on one machine, with nothing configured.
 
 Starts what is missing (a real redis-server when none answers), the API and one worker as child
-processes sharing one environment; Ctrl-C stops every process it started.
+processes sharing one environment. Once the API answers, a child that exits is started again with
+backoff (worker/supervisor.py): a job that kills its worker does not take the API down. Ctrl-C or
+SIGTERM stops every process it started; a worker that cannot load the checkpoints stops them too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ import redis
 
 from app.settings import Settings
 from worker.runtime import has_real_checkpoints
+from worker.supervisor import EXIT_BAD_CHECKPOINTS, Supervisor
+
+# How long each group of children may take to stop (the worker finishing its job, then Redis) before
+# it is killed: a user pressing Ctrl-C waits for no long job.
+STOP_TIMEOUT_SECONDS = 15.0
 
 
 def free_port() -> int:
@@ -50,7 +57,7 @@ def redis_server_binary() -> str | None:
     return str(shipped) if os.access(shipped, os.X_OK) else None
 
 
-def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_embedded_redis(data_dir: Path, supervisor: Supervisor) -> str:
     binary = redis_server_binary()
     if binary is None:
         raise click.ClickException(
@@ -61,7 +68,8 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     folder = data_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
+    process = supervisor.start(
+        "redis-server",
         [
             binary,
             "--bind",
@@ -79,6 +87,7 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
         # Its own process group: Ctrl-C in the terminal reaches only `show1 up`, which then stops
         # Redis last, after the worker has written its final job state.
         start_new_session=True,
+        stop_order=1,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
@@ -86,7 +95,7 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
         if process.poll() is not None or time.monotonic() > deadline:
             raise click.ClickException("the embedded redis-server did not start")
         time.sleep(0.1)
-    return process, url
+    return url
 
 
 def choose_models(settings: Settings) -> tuple[Path, bool]:
@@ -114,30 +123,18 @@ def _interrupt(*_: object) -> None:
 
 
 def run_up(host: str, port: int, data_dir: Path) -> int:
-    # SIGINT and SIGTERM both stop everything. Set explicitly: a shell starts background jobs with
-    # SIGINT ignored, and Python then installs no handler of its own, so `kill -INT` did nothing.
+    # SIGINT and SIGTERM both stop everything (during start-up here, then in Supervisor.run). Set
+    # explicitly: a shell starts background jobs with SIGINT ignored, and Python then installs no
+    # handler of its own, so `kill -INT` did nothing.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     settings = Settings()
     env = dict(os.environ)
-    children: list[subprocess.Popen] = []
-
-    def stop_all(*_: object) -> None:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in reversed(children):
-            try:
-                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+    supervisor = Supervisor(stop_timeout=STOP_TIMEOUT_SECONDS)
 
     try:
         if not redis_answers(settings.redis_url):
-            process, url = start_embedded_redis(data_dir)
-            children.append(process)
+            url = start_embedded_redis(data_dir, supervisor)
             env["SHOW1_REDIS_URL"] = url
             click.echo(f"started an embedded redis-server at {url}", err=True)
         if "SHOW1_STORAGE_BACKEND" not in env:
@@ -152,9 +149,9 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
         env.setdefault("SHOW1_PUBLIC_BASE_URL", base_url)
         python = sys.executable
         serve = [python, "-m", "worker.cli", "serve", "--host", host, "--port", str(port)]
-        children.append(subprocess.Popen(serve, env=env))
-        children.append(subprocess.Popen([python, "-m", "worker.cli", "worker"], env=env))
-        _wait_healthy(base_url, children)
+        supervisor.start("the API", serve, env)
+        supervisor.start("the worker", [python, "-m", "worker.cli", "worker"], env)
+        _wait_healthy(base_url, supervisor)
         demo_note = (
             "  Demo defaults: requests that do not set them get 16x24 keyframes, a 64x112 video and\n"
             "  2 steps per stage (SHOW1_DEMO_DEFAULTS); every job's `params` say what ran.\n"
@@ -170,25 +167,27 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
             "Ctrl-C stops everything.\n",
             err=True,
         )
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        click.echo("a service process exited; stopping the rest", err=True)
-        return 1
+        code = supervisor.run()
+        if code == EXIT_BAD_CHECKPOINTS:
+            click.echo("the worker cannot load the checkpoints; stopped", err=True)
+        else:
+            click.echo("stopped", err=True)
+        return code
     except KeyboardInterrupt:
         click.echo("stopping", err=True)
         return 0
     finally:
-        # A second signal while the children stop must not cut their shutdown short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_all()
+        # Idempotent; a second signal meanwhile is passed on to the children still stopping.
+        supervisor.stop()
 
 
-def _wait_healthy(base_url: str, children: list[subprocess.Popen], timeout: float = 60) -> None:
+def _wait_healthy(base_url: str, supervisor: Supervisor, timeout: float = 60) -> None:
+    """Until the API answers; a process that exits before then (a port in use, say) is a start-up
+    error that restarting would repeat."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(child.poll() is not None for child in children):
-            raise click.ClickException("a service process exited during start-up")
+        if (child := supervisor.exited()) is not None:
+            raise click.ClickException(f"{child.name} exited during start-up")
         try:
             if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
                 return
