@@ -88,6 +88,8 @@ def _open_image(data: bytes, limits: MediaLimits) -> Image.Image:
         raise MediaRejected("not a PNG, JPEG, WebP or GIF image (judged by its content)")
     try:
         image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as error:
+        raise MediaRejected(f"{error}; at most {limits.max_pixels} pixels per image") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise MediaRejected(f"not a readable image: {error}") from error
     width, height = image.size
@@ -276,6 +278,8 @@ def _child(spec_path: str) -> None:
             verdict = {"reason": str(error)}
         except MemoryError:
             verdict = {"reason": f"decoding needs more than {bounds.memory_bytes // 2**20} MiB"}
+        except Exception as error:  # noqa: BLE001 - whatever a decoder raises, the file is at fault
+            verdict = {"reason": f"a truncated or corrupt file ({type(error).__name__}: {error})"}
         print(json.dumps(verdict), flush=True)
         if "reason" in verdict:
             return

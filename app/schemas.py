@@ -6,9 +6,9 @@ bounds here keep a single request from occupying a GPU for hours.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from app.jobs import JOB_STAGES, JobStatus
 from models.params import KEYFRAME_MULTIPLE, GenerationParams, KeyframeDropout, StageGuidance, StageSteps
@@ -22,6 +22,10 @@ def _check_input_url(value: str) -> str:
     if not value.startswith(("data:", "https://", "http://")):
         raise ValueError("an input is a data: URL, an https URL, or a file part in a multipart body")
     return value
+
+
+# An input file's address: each is checked where it stands, so an error names the item.
+InputUrl = Annotated[str, AfterValidator(_check_input_url)]
 
 Stage = Literal[JOB_STAGES]
 
@@ -115,7 +119,7 @@ class VideoRequest(BaseModel):
         "sr1_image, sr1, sr2, fps, webhooks) may be given.",
     )
 
-    keyframe_images: list[str] | None = Field(
+    keyframe_images: list[InputUrl] | None = Field(
         None,
         min_length=2,
         max_length=64,
@@ -123,7 +127,7 @@ class VideoRequest(BaseModel):
         "or file parts of this name in a multipart body). They become the keyframes (centre-cropped to "
         "keyframe_size, bicubic), the job starts at interpolation and the video has 4k-3 frames.",
     )
-    input_video: str | None = Field(
+    input_video: InputUrl | None = Field(
         None,
         description="Upscale a clip (MP4, MOV or WebM; a data: URL, an https URL or a file part): only the "
         "latent expert stage runs, at output_size, keeping the clip's frames and frame rate (unless fps "
@@ -135,18 +139,6 @@ class VideoRequest(BaseModel):
         le=1.0,
         description="How much of the schedule the latent expert stage re-renders (SDEdit strength).",
     )
-
-    @field_validator("keyframe_images")
-    @classmethod
-    def _input_urls(cls, value: list[str] | None) -> list[str] | None:
-        for item in value or []:
-            _check_input_url(item)
-        return value
-
-    @field_validator("input_video")
-    @classmethod
-    def _input_url(cls, value: str | None) -> str | None:
-        return value if value is None else _check_input_url(value)
 
     @field_validator("prompt")
     @classmethod
