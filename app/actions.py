@@ -22,28 +22,29 @@ from fastapi import Response, status
 from fastapi.responses import FileResponse, RedirectResponse
 from rq import Queue
 from rq.job import Job
+from starlette.concurrency import run_in_threadpool
 
 from app import metrics
 from app.deps import Services
 from app.egress import EgressPolicy, ForbiddenTarget
-from app.jobs import ACTIVE, CANCELED, QUEUED, SUCCEEDED, JobRecord, JobStore
+from app.inputs import INPUT_KINDS, InputFile, InputRejected, receive
+from app.jobs import ACTIVE, CANCELED, QUEUED, SUCCEEDED, JobRecord, JobStore, new_job_id
 from app.memory import GB, last_worker, live_workers, memory_refusal
 from app.queue import enqueue_video, remove_queued
 from app.schemas import Size, VideoRequest
 from app.settings import Settings
-from app.storage import LocalStorage, Storage, StorageError, is_own_stage_output, job_keys
+from app.storage import LocalStorage, Storage, StorageError, input_key, is_own_stage_output, job_keys
 from app.webhooks import notify
 from models.cost import REFERENCE_COST, stage_costs
 from models.params import (
     DEMO_KEYFRAME_SIZE,
     DEMO_OUTPUT_SIZE,
     DEMO_STEPS,
-    STAGES,
     GenerationParams,
     StageGuidance,
     StageSteps,
 )
-from models.stage_outputs import DRAFT_STAGES, FINISH_STAGES, INTERPOLATION
+from models.stage_outputs import INTERPOLATION, job_stages
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 log = logging.getLogger("show1.api")
@@ -64,9 +65,13 @@ class InvalidField(ActionError):
 
     status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
 
-    def __init__(self, loc: tuple[str, ...], message: str, value: Any = None) -> None:
+    def __init__(self, loc: tuple[str | int, ...], message: str, value: Any = None) -> None:
         super().__init__(message)
         self.loc, self.value = loc, value
+
+
+class BodyTooLarge(ActionError):
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
 
 
 class TooManyInFlight(ActionError):
@@ -108,19 +113,99 @@ def owned_record(services: Services, owner: str, job_id: str) -> JobRecord:
     return record
 
 
+async def create(
+    services: Services,
+    owner: str,
+    body: VideoRequest,
+    bytes_besides_inputs: int,
+    idempotency_key: str | None,
+    extra_fields: dict[str, Any] | None = None,
+) -> Submitted:
+    """`submit` for a request that may carry input files: the body besides them within
+    SHOW1_MAX_REQUEST_BYTES, the fields that go with them checked, then the files read and judged
+    (app/inputs.py), all before anything is stored or queued."""
+    settings = services.settings
+    if bytes_besides_inputs > settings.max_request_bytes:
+        raise BodyTooLarge(f"request body larger than {settings.max_request_bytes} bytes besides its inputs")
+    check_entry_point(body, settings)
+    try:
+        inputs = await receive(body, settings)
+    except InputRejected as error:
+        raise InvalidField(error.loc, error.message) from error
+    return await run_in_threadpool(submit, services, owner, body, idempotency_key, extra_fields, inputs)
+
+
+def entry_point(body: VideoRequest) -> str:
+    """What the job starts from (models/stage_outputs.py ENTRY_POINTS)."""
+    if body.keyframe_images is not None:
+        return "keyframe_images"
+    if body.input_video is not None:
+        return "input_video"
+    return "draft_id" if body.draft_id is not None else "prompt"
+
+
+# Fields that decide stages a storyboard or an upscale does not run: given, they are refused by name.
+_NOT_FOR_STORYBOARD = (("keyframe_dropout",), ("steps", "base"), ("guidance", "base"))
+_NOT_FOR_UPSCALE = (
+    ("num_keyframes",),
+    ("keyframe_size",),
+    ("keyframe_dropout",),
+    *((group, stage) for group in ("steps", "guidance") for stage in ("base", "interp", "sr1_image", "sr1")),
+)
+
+
+def check_entry_point(body: VideoRequest, settings: Settings) -> None:
+    """The fields that go with a storyboard or an upscale, before any input is read."""
+    entry = entry_point(body)
+    if body.keyframe_images is not None and body.input_video is not None:
+        raise InvalidField(("body", "input_video"), "a job takes keyframe_images or an input_video, not both")
+    if entry in INPUT_KINDS and body.draft_id is not None:
+        raise InvalidField(("body", "draft_id"), f"finishing a draft takes no {entry}")
+    if entry == "input_video" and body.draft:
+        raise InvalidField(("body", "draft"), "an upscale is one stage: it has no draft")
+    refused: tuple[tuple[str, ...], ...] = ()
+    if entry == "keyframe_images":
+        count = len(body.keyframe_images or [])
+        if count > settings.max_keyframes:
+            limit = settings.max_keyframes
+            raise InvalidField(("body", "keyframe_images"), f"at most {limit} keyframe images")
+        if "num_keyframes" in body.model_fields_set and body.num_keyframes != count:
+            raise InvalidField(
+                ("body", "num_keyframes"),
+                f"num_keyframes is {body.num_keyframes} but {count} keyframe_images were given",
+                body.num_keyframes,
+            )
+        refused = _NOT_FOR_STORYBOARD
+    elif entry == "input_video":
+        refused = _NOT_FOR_UPSCALE
+    for path in refused:
+        group = body
+        given = path[0] in body.model_fields_set
+        if given and len(path) == 2:
+            group = getattr(body, path[0])
+            given = path[1] in group.model_fields_set
+        if given:
+            what = "images are the keyframes" if entry == "keyframe_images" else "clip is only upscaled"
+            message = f"{'.'.join(path)} does not apply: the {what} (a stage this job does not run)"
+            raise InvalidField(("body", *path), message)
+
+
 def submit(
     services: Services,
     owner: str,
     body: VideoRequest,
     idempotency_key: str | None,
     extra_fields: dict[str, Any] | None = None,
+    inputs: list[InputFile] | None = None,
 ) -> Submitted:
-    """Check limits and idempotency, store the job record and enqueue it.
+    """Check limits and idempotency, store the job record (and its input files) and enqueue it.
 
     `extra_fields` go into the record beside the parameters (e.g. which face created the job, so
-    webhooks speak its language); they do not take part in the idempotency comparison.
+    webhooks speak its language); they do not take part in the idempotency comparison. `inputs` are
+    the request's files as `app.inputs.receive` judged them.
     """
     settings = services.settings
+    inputs = inputs or []
     draft = None
     if body.draft_id is not None:
         draft = _finishable_draft(services, owner, body)
@@ -139,7 +224,10 @@ def submit(
         except ForbiddenTarget as error:
             raise InvalidField(("body", "webhook_url"), str(error), str(body.webhook_url)) from error
 
-    body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    # The files' content, not how they came (a data: URL, a URL, a file part), is what the body means.
+    request_json = body.model_dump_json(exclude=set(INPUT_KINDS))
+    hashed = " ".join([request_json, *(file.sha256 for file in inputs)])
+    body_hash = hashlib.sha256(hashed.encode()).hexdigest()
     idempotency_slot = None
     if idempotency_key is not None:
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
@@ -148,21 +236,29 @@ def submit(
         if replay is not None:
             return Submitted(replay, replayed=True)
 
+    entry = entry_point(body)
     if draft is None:
         seed = body.seed if body.seed is not None else secrets.randbelow(2**63)
-        params = _generation_params(body, seed, settings)
-        runs = DRAFT_STAGES if body.draft else STAGES
+        params = _generation_params(body, seed, settings, inputs)
         inherited = {}
     else:
         params = _finish_params(body, draft)
-        runs, inherited = FINISH_STAGES, {INTERPOLATION: draft["stages"][INTERPOLATION]}
+        inherited = {INTERPOLATION: draft["stages"][INTERPOLATION]}
+    # The stages this job runs (models/stage_outputs.py), for every estimate made of it.
+    runs = job_stages(entry, draft=body.draft)
     # What the stages the job runs cost (models/cost.py): for the cap, and for ETAs without re-deriving.
     costs = {stage: cost for stage, cost in stage_costs(params).items() if stage in runs}
-    _check_cost(params, costs, settings.max_job_cost)
+    _check_cost(params, costs, settings.max_job_cost, entry)
     _check_memory(services, params, runs)
+    job_id = new_job_id()
+    input_keys = _store_inputs(services, job_id, inputs)
     fields = {
         "params": params.to_dict(),
         "costs": costs,
+        "entry_point": entry,
+        "job_stages": list(runs),
+        "inputs": _describe_inputs(inputs),
+        "input_keys": input_keys,
         "draft": body.draft,
         "draft_id": body.draft_id,
         # Stage outputs the job starts from: a finished draft's interpolation (never its files to delete).
@@ -181,7 +277,10 @@ def submit(
         idempotency_slot=idempotency_slot,
         body_hash=body_hash,
         idempotency_ttl=IDEMPOTENCY_TTL_SECONDS,
+        job_id=job_id,
     )
+    if admission.outcome != "created":
+        _delete_inputs(services, input_keys)
     if admission.outcome == "replay":
         replay = _replay(services, admission.claim, body_hash)
         if replay is None:
@@ -202,13 +301,55 @@ def submit(
         log.warning("job %s not queued (%s); its admission is undone", record.id, error)
         with contextlib.suppress(redis.RedisError):
             services.store.abandon(record.id, owner, idempotency_slot)
+            _delete_inputs(services, input_keys)
         raise QueueUnavailable("the job could not be queued and was not kept; retry the request") from error
     services.store.confirm(record.id)
     metrics.JOBS_SUBMITTED.inc()
     return Submitted(record, replayed=False)
 
 
-def _generation_params(body: VideoRequest, seed: int, settings: Settings) -> GenerationParams:
+def _store_inputs(services: Services, job_id: str, inputs: list[InputFile]) -> list[str]:
+    """The job's input files in storage under its id, expiring with its record; a storage fault is a
+    503 with nothing kept."""
+    settings = services.settings
+    expires_at = time.time() + settings.job_record_ttl_seconds + settings.job_timeout_seconds
+    keys: list[str] = []
+    try:
+        for file in inputs:
+            key = input_key(job_id, file.field, file.index)
+            services.store.track_stage_output(key, len(file.data), expires_at)
+            keys.append(key)
+            services.storage.put(key, file.data, "application/octet-stream")
+    except (StorageError, redis.RedisError) as error:
+        with contextlib.suppress(StorageError, redis.RedisError):
+            _delete_inputs(services, keys)
+        message = "the input files could not be stored; nothing was kept, retry the request"
+        raise QueueUnavailable(message) from error
+    return keys
+
+
+def _delete_inputs(services: Services, keys: list[str]) -> None:
+    for key in keys:
+        with contextlib.suppress(StorageError):
+            services.storage.delete(key)
+    services.store.forget_stage_outputs(keys)
+
+
+def _describe_inputs(inputs: list[InputFile]) -> dict[str, Any] | None:
+    if not inputs:
+        return None
+    described: dict[str, Any] = {}
+    for file in inputs:
+        if file.index is None:
+            described[file.field] = file.describe()
+        else:
+            described.setdefault(file.field, []).append(file.describe())
+    return described
+
+
+def _generation_params(
+    body: VideoRequest, seed: int, settings: Settings, inputs: list[InputFile]
+) -> GenerationParams:
     keyframe_size = (body.keyframe_size.height, body.keyframe_size.width)
     output_size = (body.output_size.height, body.output_size.width)
     steps = body.steps.model_dump()
@@ -219,31 +360,58 @@ def _generation_params(body: VideoRequest, seed: int, settings: Settings) -> Gen
         output_size = output_size if "output_size" in given else DEMO_OUTPUT_SIZE
         given_steps = body.steps.model_fields_set if "steps" in given else set()
         steps = {name: steps[name] if name in given_steps else getattr(DEMO_STEPS, name) for name in steps}
+    num_keyframes, fps, clip_frames = body.num_keyframes, body.fps, None
+    if body.keyframe_images is not None:
+        num_keyframes = len(body.keyframe_images)
+    clip = next((file.info for file in inputs if file.field == "input_video"), None)
+    if clip is not None:
+        clip_frames = clip.frames
+        # The clip's own rate unless fps is given (the MP4 takes whole frames per second).
+        fps = body.fps if "fps" in body.model_fields_set else min(max(round(clip.fps or fps), 1), 60)
     try:
         return GenerationParams(
             prompt=body.prompt,
             seed=seed,
             negative_prompt=body.negative_prompt,
-            num_keyframes=body.num_keyframes,
+            num_keyframes=num_keyframes,
             keyframe_size=keyframe_size,
             output_size=output_size,
             steps=StageSteps(**steps),
             guidance=StageGuidance(**body.guidance.model_dump()),
-            fps=body.fps,
+            sr2_strength=body.sr2_strength,
+            fps=fps,
             keyframe_dropout=body.keyframe_dropout or settings.keyframe_dropout,
+            clip_frames=clip_frames,
         )
     except ValueError as error:
         raise InvalidField(("body", "params"), str(error), body.model_dump(mode="json")) from error
 
 
-def _check_cost(params: GenerationParams, costs: dict[str, float], max_cost: float) -> None:
+def _check_cost(params: GenerationParams, costs: dict[str, float], max_cost: float, entry: str) -> None:
     """Refuse a job whose stages (`costs`) cost more than `max_cost` paper-default videos, naming
     what drives its cost."""
     cost = sum(costs.values()) / REFERENCE_COST
     if cost <= max_cost:
         return
     paper = GenerationParams(prompt=params.prompt, seed=params.seed)
-    growth = {
+    if entry == "input_video":  # the clip's frames and the output size are all an upscale's cost
+        growth = {
+            ("body", "input_video"): params.num_frames / paper.num_frames,
+            ("body", "output_size"): _area(params.output_size) / _area(paper.output_size),
+            ("body", "steps", "sr2"): params.steps.sr2 / paper.steps.sr2,
+        }
+    else:
+        growth = _growth(params, paper)
+    loc = max(growth, key=growth.__getitem__)
+    raise InvalidField(
+        loc,
+        f"this video would cost {cost:.1f} times a default video ({cost * REFERENCE_COST:.0f} PFLOP), "
+        f"over the limit of {max_cost:g}; {'.'.join(loc[1:])} grows it most ({growth[loc]:.1f}x the default)",
+    )
+
+
+def _growth(params: GenerationParams, paper: GenerationParams) -> dict[tuple[str, ...], float]:
+    return {
         ("body", "keyframe_size"): _area(params.keyframe_size) / _area(paper.keyframe_size),
         ("body", "output_size"): _area(params.output_size) / _area(paper.output_size),
         ("body", "num_keyframes"): params.num_keyframes / paper.num_keyframes,
@@ -252,12 +420,6 @@ def _check_cost(params: GenerationParams, costs: dict[str, float], max_cost: flo
             for stage in ("base", "interp", "sr1_image", "sr1", "sr2")
         },
     }
-    loc = max(growth, key=growth.__getitem__)
-    raise InvalidField(
-        loc,
-        f"this video would cost {cost:.1f} times a default video ({cost * REFERENCE_COST:.0f} PFLOP), "
-        f"over the limit of {max_cost:g}; {'.'.join(loc[1:])} grows it most ({growth[loc]:.1f}x the default)",
-    )
 
 
 def _check_memory(services: Services, params: GenerationParams, runs: Collection[str]) -> None:
@@ -334,6 +496,8 @@ def _finish_params(body: VideoRequest, draft: JobRecord) -> GenerationParams:
         changes["output_size"] = (body.output_size.height, body.output_size.width)
     if "fps" in given:
         changes["fps"] = body.fps
+    if "sr2_strength" in given:
+        changes["sr2_strength"] = body.sr2_strength
     try:
         return dataclasses.replace(params, **changes)
     except ValueError as error:
@@ -402,6 +566,7 @@ def delete(services: Services, record: JobRecord) -> bool:
             services.storage.delete(key)
     with contextlib.suppress(StorageError):  # else they expire as tracked
         delete_stage_outputs(services.store, services.storage, record.id, record["stages"] or {})
+        _delete_inputs(services, record["input_keys"] or [])
     services.store.delete(record.id, record["owner"])
     return True
 

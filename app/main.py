@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics, openai_api, web
 from app.deps import Services
 from app.routes import ops, router
+from app.schemas import VideoRequest
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("show1.api")
@@ -29,20 +30,28 @@ Authenticate with `Authorization: Bearer <API key>`.
 """
 
 
-class BodySizeLimit:
-    """413 for bodies over the limit, by Content-Length or by counting a streamed body."""
+# Where a body may carry input files (app/inputs.py); the route holds the rest of it to the usual limit.
+CREATE_PATHS = ("/v1/videos", openai_api.PREFIX + "/videos")
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodySizeLimit:
+    """413 for bodies over the limit, by Content-Length or by counting a streamed body. Creating a job
+    may carry input files: there the limit is `max_bytes` plus `max_input_bytes` (as base64 would take
+    them, with room for a form's part headers)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_input_bytes: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_create_bytes = max_bytes + max_input_bytes * 4 // 3 + 64 * 1024
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_create_bytes if scope["path"] in CREATE_PATHS else self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, limit)
             return
         received = 0
 
@@ -50,17 +59,17 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > limit:
                 raise _TooLarge
             return message
 
         try:
             await self.app(scope, counting_receive, send)
         except _TooLarge:
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, limit)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"request body larger than {self.max_bytes} bytes"
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        message = f"request body larger than {limit} bytes"
         if scope["path"].startswith(openai_api.PREFIX + "/"):
             response = openai_api.error_response(413, message)
         else:
@@ -112,6 +121,23 @@ def _internal_error(scope: Scope) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=500)
 
 
+def _document_request_schemas(app: FastAPI) -> None:
+    """The create route reads its body itself (JSON or multipart): its JSON schema is added by hand."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = generate()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        request = VideoRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(request.pop("$defs", {}))
+        schemas["VideoRequest"] = request
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -136,6 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openai_api.install(app)
     web.install(app)
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    _document_request_schemas(app)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, max_input_bytes=settings.max_inputs_bytes
+    )
     app.add_middleware(RequestMetrics)  # outermost: it sees every answer, the 413s included
     return app

@@ -13,16 +13,17 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import actions
 from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep
+from app.inputs import RequestBody, UnreadableBody, read_request
 from app.jobs import QUEUED, SUCCEEDED, JobRecord
 from app.openai_schemas import ErrorResponse, Video, VideoDeleted, VideoList
 from app.openai_translate import (
+    INPUT_REFERENCE_MESSAGE,
     InvalidRequest,
-    nest_form_fields,
     param_name,
     poll_after_ms,
     render_video,
@@ -109,38 +110,21 @@ def _video(services: Services, record: JobRecord) -> Video:
     return _videos(services, [record])[0]
 
 
-async def create_fields(request: Request) -> dict[str, Any]:
-    """The create body as a nested object: JSON, or multipart/urlencoded form with bracketed names."""
+async def create_fields(request: Request) -> RequestBody:
+    """The create body as a nested object: JSON, or multipart/urlencoded form with bracketed names;
+    file parts are the inputs of the same name (keyframe_images, input_video)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        try:
-            form = await request.form()
-        except Exception as error:  # noqa: BLE001 - any unparsable form is the client's error
-            raise OpenAIError(status.HTTP_400_BAD_REQUEST, f"unreadable form body: {error}") from error
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                # A file is only ever an image reference (input_reference), which Show-1 cannot use.
-                raise OpenAIError(
-                    status.HTTP_400_BAD_REQUEST,
-                    f"{name}: files are not supported; Show-1 makes videos from text only",
-                    param=name.split("[", 1)[0],
-                    code="unsupported",
-                )
-        try:
-            return nest_form_fields(form.multi_items())
-        except InvalidRequest as error:
-            raise OpenAIError(400, error.message, param=error.param, code=error.code) from error
     try:
-        fields = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError) as error:
-        raise OpenAIError(status.HTTP_400_BAD_REQUEST, f"body is not JSON: {error}") from error
-    if not isinstance(fields, dict):
-        raise OpenAIError(
-            status.HTTP_400_BAD_REQUEST,
-            "send a JSON object or a multipart form with a prompt",
-            param="prompt",
-        )
-    return fields
+        received = await read_request(request)
+    except UnreadableBody as error:
+        limit = request.app.state.services.settings.max_request_bytes
+        if error.size > limit:
+            raise OpenAIError(413, f"request body larger than {limit} bytes") from error
+        param = None if content_type.endswith("form-data") else "prompt"
+        raise OpenAIError(status.HTTP_400_BAD_REQUEST, str(error), param=param) from error
+    if "input_reference" in received.fields:  # the SDK uploads it as a file part
+        raise OpenAIError(400, INPUT_REFERENCE_MESSAGE, param="input_reference", code="unsupported")
+    return received
 
 
 _CREATE_BODY = {
@@ -160,6 +144,8 @@ _CREATE_BODY = {
                         "negative_prompt": {"type": "string"},
                         "fps": {"type": "integer"},
                         "webhook_url": {"type": "string"},
+                        "keyframe_images": {"type": "array", "items": {"type": "string"}},
+                        "input_video": {"type": "string"},
                     },
                     "description": "Also any field of VideoRequest (steps[sr1]=... in forms).",
                 }
@@ -177,23 +163,25 @@ _CREATE_BODY = {
     openapi_extra=_CREATE_BODY,
     summary="Create a video (OpenAI's videos.create)",
 )
-def create_video(
+async def create_video(
     response: Response,
     services: ServicesDep,
     owner: RateLimitedOwnerDep,
-    fields: Annotated[dict[str, Any], Depends(create_fields)],
+    received: Annotated[RequestBody, Depends(create_fields)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Video:
     try:
-        body = to_video_request(fields, services.settings)
-        submitted = actions.submit(services, owner, body, idempotency_key, {"api": "openai"})
+        body = to_video_request(received.fields, services.settings)
+        submitted = await actions.create(
+            services, owner, body, received.bytes_besides_inputs, idempotency_key, {"api": "openai"}
+        )
     except InvalidRequest as error:
         raise OpenAIError(400, error.message, param=error.param, code=error.code) from error
     except actions.ActionError as error:
         raise _from_action(error) from error
     response.headers["Location"] = f"{PREFIX}/videos/{submitted.record.id}"
     response.headers["openai-poll-after-ms"] = str(poll_after_ms(submitted.record))
-    return _video(services, submitted.record)
+    return await run_in_threadpool(_video, services, submitted.record)
 
 
 @router.get("/videos/{video_id}", response_model=Video, responses=_ERRORS, summary="Retrieve a video")

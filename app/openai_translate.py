@@ -39,7 +39,12 @@ SUPPORTED_SIZES = (*SDK_SIZES, "576x320")
 DEFAULT_SECONDS = 4.0  # OpenAI's default clip length
 # Show-1's drafts speak the /v1 face only: an OpenAI `Video` has no low-resolution state to show.
 DRAFT_FIELDS = ("draft", "draft_id")
-UNSUPPORTED_FIELDS = ("input_reference", "character_ids", "remix_video_id", "video", "extend_video_id")
+UNSUPPORTED_FIELDS = ("character_ids", "remix_video_id", "video", "extend_video_id")
+# OpenAI's one image, meant as the first frame: Show-1 has no stage that takes a single image.
+INPUT_REFERENCE_MESSAGE = (
+    "input_reference is not supported: Show-1 cannot start a video from one image; it needs two or more "
+    "keyframe images (keyframe_images, in order: the interpolation model fills the frames between them)"
+)
 _SIZE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[A-Za-z0-9_]*\])*$")
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
@@ -103,6 +108,8 @@ def to_video_request(fields: dict[str, Any], settings: Settings) -> VideoRequest
     """An OpenAI create body (plus Show-1's fields beside it) as the /v1 request, validated by the same
     schema; raises InvalidRequest naming the offending parameter."""
     fields = dict(fields)
+    if "input_reference" in fields:
+        raise InvalidRequest("input_reference", INPUT_REFERENCE_MESSAGE, "unsupported")
     for name in UNSUPPORTED_FIELDS:
         if name in fields:
             message = f"{name} is not supported: Show-1 makes videos from text only"
@@ -130,7 +137,11 @@ def to_video_request(fields: dict[str, Any], settings: Settings) -> VideoRequest
 
     if seconds is not None and "num_keyframes" in fields:
         raise InvalidRequest("seconds", "give seconds or num_keyframes, not both")
-    if "num_keyframes" not in fields:
+    if seconds is not None and "input_video" in fields:
+        raise InvalidRequest("seconds", "an upscale keeps the clip's length: give no seconds")
+    # A storyboard's images, an upscale's clip, say how long the video is, unless seconds are given.
+    carries_length = "keyframe_images" in fields or "input_video" in fields
+    if "num_keyframes" not in fields and (seconds is not None or not carries_length):
         fields["num_keyframes"] = 8  # a placeholder until fps is known
         fps = _validate(fields).fps
         fields["num_keyframes"] = _keyframes(DEFAULT_SECONDS if seconds is None else seconds, fps, settings)
@@ -203,7 +214,7 @@ def render_video(record: JobRecord, settings: Settings, queue_position: int | No
     height, width = params["output_size"]
     fps = params["fps"]
     result = record["result"] or {}
-    frames = result.get("frames") or 4 * params["num_keyframes"] - 3
+    frames = result.get("frames") or params.get("clip_frames") or 4 * params["num_keyframes"] - 3
     status = record.status
     progress = 100 if status == SUCCEEDED else min(99, int(float(record["progress"] or 0.0) * 100))
     completed_at = unix_seconds(record["finished_at"]) if status in TERMINAL else None

@@ -11,11 +11,14 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app import actions, metrics
 from app.deps import RateLimitedOwnerDep, Services, ServicesDep
 from app.estimates import queue_places
 from app.events import InvalidEventId, check_event_id, job_events
+from app.inputs import RequestBody, UnreadableBody, read_request
 from app.jobs import SUCCEEDED, JobRecord
 from app.schemas import Job, JobList, Problem, VideoRequest
 from app.storage import StorageError, preview_key, video_key
@@ -67,32 +70,84 @@ def _owned_record(services: Services, owner: str, job_id: str) -> JobRecord:
         raise _v1_error(error) from error
 
 
+async def _request_body(request: Request) -> RequestBody:
+    try:
+        return await read_request(request)
+    except UnreadableBody as error:
+        limit = request.app.state.services.settings.max_request_bytes
+        if error.size > limit:
+            raise HTTPException(413, f"request body larger than {limit} bytes") from error
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ["body"], "msg": str(error), "input": None}]
+        ) from error
+
+
+def _video_request(received: RequestBody) -> VideoRequest:
+    try:
+        return VideoRequest.model_validate(received.fields)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**detail, "loc": ("body", *detail["loc"])} for detail in error.errors(include_url=False)]
+        ) from error
+
+
+# JSON (VideoRequest), or the same fields as a multipart form whose file parts are the inputs.
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/VideoRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "prompt": {"type": "string"},
+                        "keyframe_images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "input_video": {"type": "string", "format": "binary"},
+                    },
+                    "description": "Any field of VideoRequest; nested ones bracketed (steps[sr2]=3).",
+                }
+            },
+        },
+    }
+}
+
+
 @router.post(
     "/videos",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Job,
-    responses={**_ERRORS, 409: {"model": Problem, "description": "Idempotency-Key reused meanwhile."}},
-    summary="Submit a prompt; returns the queued job",
+    responses={
+        **_ERRORS,
+        409: {"model": Problem, "description": "Idempotency-Key reused meanwhile."},
+        413: {"model": Problem, "description": "Body over the limits."},
+        422: {"description": "Invalid input; `detail[].loc` names the field (and the item)."},
+    },
+    openapi_extra=_CREATE_BODY,
+    summary="Submit a prompt (or keyframe images, or a clip to upscale); returns the queued job",
 )
-def create_video(
-    body: VideoRequest,
+async def create_video(
     request: Request,
     response: Response,
     services: ServicesDep,
     owner: RateLimitedOwnerDep,
+    received: Annotated[RequestBody, Depends(_request_body)],
     idempotency_key: Annotated[
         str | None,
         Header(max_length=200, description="Same key and body: the same job is returned, not a new one."),
     ] = None,
 ) -> Job:
+    body = _video_request(received)
     try:
-        submitted = actions.submit(services, owner, body, idempotency_key, {"api": "v1"})
+        submitted = await actions.create(
+            services, owner, body, received.bytes_besides_inputs, idempotency_key, {"api": "v1"}
+        )
     except actions.ActionError as error:
         raise _v1_error(error) from error
     if submitted.replayed:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/videos/{submitted.record.id}"
-    return job_view(services, submitted.record, request)
+    return await run_in_threadpool(job_view, services, submitted.record, request)
 
 
 @router.get("/videos/{job_id}", response_model=Job, responses=_ERRORS, summary="A job's status and result")

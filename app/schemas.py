@@ -6,15 +6,26 @@ bounds here keep a single request from occupying a GPU for hours.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from app.jobs import JOB_STAGES, JobStatus
-from models.params import KEYFRAME_MULTIPLE, KeyframeDropout, StageGuidance, StageSteps
+from models.params import KEYFRAME_MULTIPLE, GenerationParams, KeyframeDropout, StageGuidance, StageSteps
 
 _STEPS = StageSteps()
 _GUIDANCE = StageGuidance()
+_SR2_STRENGTH = GenerationParams.__dataclass_fields__["sr2_strength"].default
+
+
+def _check_input_url(value: str) -> str:
+    if not value.startswith(("data:", "https://", "http://")):
+        raise ValueError("an input is a data: URL, an https URL, or a file part in a multipart body")
+    return value
+
+
+# An input file's address: each is checked where it stands, so an error names the item.
+InputUrl = Annotated[str, AfterValidator(_check_input_url)]
 
 Stage = Literal[JOB_STAGES]
 
@@ -106,6 +117,27 @@ class VideoRequest(BaseModel):
         description="Finish this succeeded draft of yours: a new job from its stored interpolation, with "
         "the draft's parameters; only the later stages' fields (output_size, steps and guidance of "
         "sr1_image, sr1, sr2, fps, webhooks) may be given.",
+    )
+
+    keyframe_images: list[InputUrl] | None = Field(
+        None,
+        min_length=2,
+        max_length=64,
+        description="Storyboard to video: 2 to SHOW1_MAX_KEYFRAMES images, in order (data: URLs, https URLs, "
+        "or file parts of this name in a multipart body). They become the keyframes (centre-cropped to "
+        "keyframe_size, bicubic), the job starts at interpolation and the video has 4k-3 frames.",
+    )
+    input_video: InputUrl | None = Field(
+        None,
+        description="Upscale a clip (MP4, MOV or WebM; a data: URL, an https URL or a file part): only the "
+        "latent expert stage runs, at output_size, keeping the clip's frames and frame rate (unless fps "
+        "is given).",
+    )
+    sr2_strength: float = Field(
+        _SR2_STRENGTH,
+        ge=0.1,
+        le=1.0,
+        description="How much of the schedule the latent expert stage re-renders (SDEdit strength).",
     )
 
     @field_validator("prompt")
@@ -210,6 +242,16 @@ class Job(BaseModel):
     )
     resumed_from: ResumedFrom | None = Field(
         None, description="Where the current attempt started, when an earlier one had stored stages."
+    )
+    job_stages: list[str] = Field(
+        default_factory=list,
+        description="The stages this job runs: from its entry point (a prompt, keyframe_images, a draft "
+        "to finish, an input_video) to its last stage.",
+    )
+    inputs: dict[str, Any] | None = Field(
+        None,
+        description="What came in (never the bytes): `keyframe_images` (a list) or `input_video`, each with "
+        "bytes, sha256, kind, format, width, height, frames (and fps, codec for a clip).",
     )
 
 

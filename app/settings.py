@@ -60,6 +60,35 @@ class Settings(BaseSettings):
         gt=0,
         description="Most one job may cost, in paper-default videos (UNet FLOPs, models/cost.py).",
     )
+    # Inputs: a storyboard's images, an upscale's clip (app/inputs.py, app/media.py)
+    max_input_bytes: int = Field(
+        8 * 2**20, ge=1024, description="Largest accepted input file (an image or a clip), in bytes."
+    )
+    max_inputs_bytes: int = Field(
+        32 * 2**20,
+        ge=1024,
+        description="Most bytes of input files one request may carry; the create routes' body may be this "
+        "much (4/3 of it as data: URLs) larger than max_request_bytes.",
+    )
+    max_input_pixels: int = Field(
+        4096 * 4096, ge=64, description="Most pixels an input image or clip frame may have (by its header)."
+    )
+    max_input_frames: int = Field(65, ge=1, description="Most frames an input clip may have.")
+    max_input_seconds: float = Field(20.0, gt=0, description="Longest input clip, in seconds.")
+    input_decode_seconds: float = Field(
+        20.0, gt=0, description="Deadline for checking a request's input files in a child process."
+    )
+    input_decode_memory_bytes: int = Field(
+        2 * 2**30, ge=256 * 2**20, description="Address-space limit of that child process."
+    )
+    input_fetch_seconds: float = Field(
+        10.0, gt=0, description="Deadline for fetching one input URL, connecting to the last byte."
+    )
+    input_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts input URLs may name although they resolve to private addresses "
+        "(and may serve over http).",
+    )
     demo_defaults: bool = Field(
         False,
         description="Requests that do not set them get demo sizes and steps (show1 up on the tiny preset).",
@@ -161,7 +190,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
 
-    @field_validator("api_keys", "webhook_allowed_hosts", mode="before")
+    @field_validator("api_keys", "webhook_allowed_hosts", "input_allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -172,6 +172,11 @@ def stage_output_key(job_id: str, attempt: int, name: str) -> str:
     return f"stages/{job_id}.{attempt}.{name}.pt"
 
 
+def input_key(job_id: str, field: str, index: int | None) -> str:
+    """An input file of a job, as it came in (app/inputs.py)."""
+    return f"inputs/{job_id}/{field}" if index is None else f"inputs/{job_id}/{field}.{index}"
+
+
 def is_own_stage_output(job_id: str, key: str) -> bool:
     """Whether `key` is one of this job's stage outputs (a finished draft's job reads its draft's too)."""
     return key.startswith(f"stages/{job_id}.")

@@ -19,6 +19,7 @@ def render_job(
     data["queue_position"] = queue_position
     data["stored_stages"] = list(record["stages"] or {})
     data["draft"] = bool(record["draft"])
+    data["job_stages"] = record["job_stages"] or []
     if eta_seconds is not None:
         data["eta_seconds"] = eta_seconds
     if data.get("result"):

@@ -27,6 +27,7 @@ class PageConfig(BaseModel):
     demo_defaults: bool
     stages: list[str]
     keyframe_multiple: int
+    max_keyframes: int
 
 
 @page.get("/")
@@ -43,6 +44,7 @@ def config(services: ServicesDep) -> PageConfig:
         demo_defaults=settings.demo_defaults,
         stages=list(STAGES),
         keyframe_multiple=KEYFRAME_MULTIPLE,
+        max_keyframes=settings.max_keyframes,
     )
 
 

@@ -135,6 +135,8 @@ class Show1Cascade:
         stored: StageOutputs | None = None,
         last_stage: str = LATENT_SR,
         on_resume: Callable[[ResumePoint], None] | None = None,
+        keyframes: torch.Tensor | None = None,
+        clip: np.ndarray | None = None,
     ) -> GenerationResult:
         """Run the cascade up to `last_stage` (a draft stops after interpolation; its frames are then
         the low-resolution video). A `progress` callback may raise GenerationCancelled to stop it.
@@ -142,10 +144,16 @@ class Show1Cascade:
         With `stored`, every output is saved there as it is made (each stage's, each pixel-SR
         window's, the final frames), and the run starts after the last output found there: the frames
         are the same as without it (models/stage_outputs.py); `on_resume` hears where it starts.
+
+        Given `keyframes` ((1, 3, K, H, W) in model space at the keyframe size: a storyboard), the run
+        starts at interpolation with them in place of the keyframe stage's output. Given `clip`
+        ((F, h, w, 3) uint8: an upscale), it is the latent stage alone on those frames.
         """
-        self.check_sizes(params)
         run = _Run(steps_per_stage(params), self.device, progress, on_stage_output, keep_stages, stored)
         run.on_resume = on_resume
+        if clip is not None:
+            return self._upscale(params, clip, run)
+        self.check_sizes(params)
         with torch.inference_mode():
             if last_stage == LATENT_SR and (frames := run.load(FINAL_FRAMES)) is not None:
                 return run.result(frames.cpu().numpy())
@@ -156,7 +164,10 @@ class Show1Cascade:
 
             video = run.load(INTERPOLATION)
             if video is None:
-                keyframes = run.load(KEYFRAMES)
+                if keyframes is not None:
+                    keyframes = keyframes.to(self.device, self.dtype)
+                else:
+                    keyframes = run.load(KEYFRAMES)
                 if keyframes is None:
                     keyframes = run.stage(KEYFRAMES, lambda tick: self._keyframes(params, pixel_prompt, tick))
                 run.keep("keyframes", keyframes)
@@ -188,14 +199,34 @@ class Show1Cascade:
             else:  # every window stored: they are only put together
                 video = super_resolve(lambda: None)
             run.keep("sr1", video)
-            final = run.stage(
-                LATENT_SR, lambda tick: self._latent_sr(params, latent_prompt, video, run, tick)
-            )
-            run.keep("final", final)
-            frames = to_uint8_frames(final)
-            run.save(FINAL_FRAMES, torch.from_numpy(frames))
-            run.keep("final_uint8", torch.from_numpy(frames))
+            frames = self._latent_stage(params, latent_prompt, to_uint8_frames(video), run)
         return run.result(frames)
+
+    def _upscale(
+        self,
+        params: GenerationParams,
+        clip: np.ndarray,
+        run: _Run,
+    ) -> GenerationResult:
+        """The latent expert stage on a user's clip: only the CLIP text encoder, sr2 and the VAE run."""
+        with torch.inference_mode():
+            if (frames := run.load(FINAL_FRAMES)) is not None:
+                return run.result(frames.cpu().numpy())
+            with run.timed("text"):
+                latent_prompt = self._encode_latent_prompt(params)
+            frames = self._latent_stage(params, latent_prompt, clip, run)
+        return run.result(frames)
+
+    def _latent_stage(
+        self, params: GenerationParams, prompt: PromptEmbeddings, frames: np.ndarray, run: _Run
+    ) -> np.ndarray:
+        """uint8 frames at any size -> the final uint8 frames at the output size, stored as FINAL_FRAMES."""
+        final = run.stage(LATENT_SR, lambda tick: self._latent_sr(params, prompt, frames, run, tick))
+        run.keep("final", final)
+        output = to_uint8_frames(final)
+        run.save(FINAL_FRAMES, torch.from_numpy(output))
+        run.keep("final_uint8", torch.from_numpy(output))
+        return output
 
     def check_sizes(self, params: GenerationParams) -> None:
         """ValueError unless every UNet can take the sizes: each block after the first halves them."""
@@ -211,20 +242,30 @@ class Show1Cascade:
                 raise ValueError(f"{name} {size} must be a multiple of {factor} for these models")
 
     def _encode_prompts(self, params: GenerationParams) -> tuple[PromptEmbeddings, PromptEmbeddings]:
-        m, device = self.models, self._text_device
-        with self._on_device(m.t5_encoder, m.clip_encoder):
+        m = self.models
+        with self._on_device(m.t5_encoder):
             pixel = encode_t5(
-                m.t5_tokenizer, m.t5_encoder, params.prompt, params.negative_prompt, device, self.dtype
+                m.t5_tokenizer,
+                m.t5_encoder,
+                params.prompt,
+                params.negative_prompt,
+                self._text_device,
+                self.dtype,
             )
+        return pixel.to(self.device), self._encode_latent_prompt(params)
+
+    def _encode_latent_prompt(self, params: GenerationParams) -> PromptEmbeddings:
+        m = self.models
+        with self._on_device(m.clip_encoder):
             latent = encode_clip(
                 m.clip_tokenizer,
                 m.clip_encoder,
                 params.prompt,
                 params.latent_negative_prompt,
-                device,
+                self._text_device,
                 self.dtype,
             )
-        return pixel.to(self.device), latent.to(self.device)
+        return latent.to(self.device)
 
     def _keyframes(
         self, params: GenerationParams, prompt: PromptEmbeddings, tick: StepCallback
@@ -315,11 +356,11 @@ class Show1Cascade:
         self,
         params: GenerationParams,
         prompt: PromptEmbeddings,
-        video: torch.Tensor,
+        frames: np.ndarray,
         run: _Run,
         tick: StepCallback,
     ) -> torch.Tensor:
-        frames = resize_frames(to_uint8_frames(video), params.output_size)
+        frames = resize_frames(frames, params.output_size)
         run.keep("sr2_input_uint8", torch.from_numpy(frames))
         m = self.models
         with self._on_device(m.sr2_unet, m.vae):

@@ -65,6 +65,8 @@ class GenerationParams:
     stride: int = 7
     fps: int = 8
     keyframe_dropout: KeyframeDropout = "reference"
+    # An upscale's clip length: the latent stage runs on these frames instead of 4k-3 interpolated ones.
+    clip_frames: int | None = None
 
     def __post_init__(self) -> None:
         # JSON gives lists; the dataclass is frozen, so normalise through object.__setattr__.
@@ -82,6 +84,8 @@ class GenerationParams:
                 f"keyframe_dropout must be one of {', '.join(KEYFRAME_DROPOUT_MODES)}, "
                 f"got {self.keyframe_dropout!r}"
             )
+        if self.clip_frames is not None and self.clip_frames < 1:
+            raise ValueError(f"clip_frames must be at least 1, got {self.clip_frames}")
         if self.num_keyframes < 2:
             raise ValueError(
                 f"num_keyframes must be at least 2 (interpolation needs a pair), got {self.num_keyframes}"
@@ -108,6 +112,8 @@ class GenerationParams:
 
     @property
     def num_frames(self) -> int:
+        if self.clip_frames is not None:
+            return self.clip_frames
         return (FRAMES_BETWEEN_KEYFRAMES + 1) * (self.num_keyframes - 1) + 1
 
     @property

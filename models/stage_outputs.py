@@ -36,6 +36,27 @@ def stages_through(last_stage: str) -> tuple[str, ...]:
 DRAFT_STAGES = stages_through(DRAFT_LAST_STAGE)
 FINISH_STAGES = STAGES[len(DRAFT_STAGES) :]
 
+# Where a job enters the cascade, by what it starts from, and the first stage it runs: a prompt makes
+# the keyframes; a storyboard's images are the keyframes (interpolation is first); finishing a draft
+# starts from its stored interpolation; an upscale is the latent expert stage alone, on the user's clip.
+ENTRY_POINTS = {
+    "prompt": KEYFRAMES,
+    "keyframe_images": INTERPOLATION,
+    "draft_id": FIRST_FRAME_SR,
+    "input_video": LATENT_SR,
+}
+
+
+def job_stages(entry_point: str = "prompt", *, draft: bool = False) -> tuple[str, ...]:
+    """The stages a job runs, in cascade order: from its entry point's first stage to the last one
+    (interpolation for a draft, the latent stage otherwise). Admission (cost, and the memory a job
+    needs), ETAs and progress all count these stages and no others."""
+    first = STAGES.index(ENTRY_POINTS[entry_point])
+    last = STAGES.index(DRAFT_LAST_STAGE if draft else LATENT_SR)
+    if last < first:
+        raise ValueError(f"a draft stops at {DRAFT_LAST_STAGE}; a job entering at {entry_point} runs past it")
+    return STAGES[first : last + 1]
+
 
 def window_output(index: int) -> str:
     """The name of pixel-SR window `index`'s output (its frames, super-resolved)."""

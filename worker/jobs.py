@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,6 +21,7 @@ from rq.timeouts import JobTimeoutException
 
 from app.jobs import CANCELED, ENCODING, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, utc_now
 from app.logs import current_job_id
+from app.media import MediaLimits, clip_frames, keyframe_image
 from app.memory import live_workers, memory_refusal
 from app.queue import hand_over
 from app.storage import (
@@ -33,7 +35,7 @@ from app.storage import (
 )
 from app.webhooks import notify
 from models.cost import stage_costs
-from models.stage_outputs import DRAFT_LAST_STAGE, FINAL_FRAMES, LATENT_SR, ResumePoint, stages_through
+from models.stage_outputs import DRAFT_LAST_STAGE, FINAL_FRAMES, LATENT_SR, ResumePoint, job_stages
 from worker import runtime
 from worker.reporting import AttemptSuperseded, JobProgress
 from worker.stage_outputs import StoredStageOutputs
@@ -85,8 +87,6 @@ def generate_video(job_id: str) -> str:
     those); raises only for faults worth another attempt (storage down too long, a crash), which RQ's
     Retry re-runs. Phases: claim an attempt, render the frames, publish the video.
     """
-    from models import GenerationParams, steps_per_stage
-
     rt = runtime.current()
     token = current_job_id.set(job_id)
     try:
@@ -98,23 +98,9 @@ def generate_video(job_id: str) -> str:
             if rt.store.finish(job_id, CANCELED):
                 _notify(job_id, "job.canceled")
             return CANCELED
-        try:
-            params = GenerationParams.from_dict(record["params"])
-        except (TypeError, ValueError) as error:
-            params, invalid = None, str(error)
-        last_stage = DRAFT_LAST_STAGE if record["draft"] else LATENT_SR
-        progress = None
-        if params is not None:
-            # A draft's stages only: its ETA and progress must not wait for stages it never runs.
-            run = stages_through(last_stage)
-            progress = JobProgress(
-                rt.store,
-                job_id,
-                {stage: steps for stage, steps in steps_per_stage(params).items() if stage in run},
-                {stage: cost for stage, cost in stage_costs(params).items() if stage in run},
-                rt.throughput,
-            )
-        if params is not None and (left := _unless_it_fits(job_id, params, run)) is not None:
+        params, progress, invalid = _plan(record)
+        left = _unless_it_fits(job_id, params, tuple(progress.steps)) if progress else None
+        if left is not None:  # for a worker that can hold it, or failed: none can
             return left
         # The ETA from this worker's pace is there from the moment the job shows as running.
         eta = progress.eta_seconds() if progress else None
@@ -127,12 +113,33 @@ def generate_video(job_id: str) -> str:
             return _fail(job_id, "invalid_parameters", attempt, detail=invalid)
         progress.attempt = attempt
         started = time.monotonic()
-        rendered = _render(job_id, attempt, record, params, progress, last_stage)
-        if isinstance(rendered, str):
-            return rendered
-        return _publish(job_id, attempt, record, params, rendered, started)
+        outcome = _render(record, params, progress, attempt)
+        if isinstance(outcome, str):  # the job ended without a video
+            return outcome
+        return _publish_video(record, params, outcome, attempt, started)
     finally:
         current_job_id.reset(token)
+
+
+def _plan(record: JobRecord) -> tuple[Any, JobProgress | None, str]:
+    """The job's parameters and its progress over the stages it runs, or why its parameters are invalid."""
+    from models import GenerationParams, steps_per_stage
+
+    rt = runtime.current()
+    try:
+        params = GenerationParams.from_dict(record["params"])
+    except (TypeError, ValueError) as error:
+        return None, None, str(error)
+    # Only the stages the job runs: its ETA and progress must not wait for stages it never runs.
+    run = job_stages(record_entry_point(record), draft=bool(record["draft"]))
+    progress = JobProgress(
+        rt.store,
+        record.id,
+        {stage: steps for stage, steps in steps_per_stage(params).items() if stage in run},
+        {stage: cost for stage, cost in stage_costs(params).items() if stage in run},
+        rt.throughput,
+    )
+    return params, progress, ""
 
 
 def _unless_it_fits(job_id: str, params: Any, stages: tuple[str, ...]) -> str | None:
@@ -151,14 +158,17 @@ def _unless_it_fits(job_id: str, params: Any, stages: tuple[str, ...]) -> str | 
     return _fail(job_id, "insufficient_memory", None, detail=refusal.message() if refusal else "")
 
 
-def _render(
-    job_id: str, attempt: int, record: JobRecord, params: Any, progress: JobProgress, last_stage: str
-) -> Any:
-    """The cascade's frames for this attempt (a models.GenerationResult), or the job's final status
-    when the attempt ended without them."""
+def record_entry_point(record: JobRecord) -> str:
+    """What a job starts from; records from before entry points were stored say it by draft_id."""
+    return record["entry_point"] or ("draft_id" if record["draft_id"] else "prompt")
+
+
+def _render(record: JobRecord, params: Any, progress: JobProgress, attempt: int) -> Any:
+    """The cascade's result for this attempt, or the job's final status when it ends without one."""
     from models import GenerationCancelled
 
     rt = runtime.current()
+    job_id = record.id
     stored = None
     if rt.settings.stage_outputs:
         ttl = rt.settings.draft_ttl_seconds if record["draft"] else rt.settings.job_record_ttl_seconds
@@ -169,8 +179,9 @@ def _render(
             progress=progress,
             on_stage_output=_preview_uploader(job_id, attempt),
             stored=stored,
-            last_stage=last_stage,
+            last_stage=DRAFT_LAST_STAGE if record["draft"] else LATENT_SR,
             on_resume=_resume_recorder(job_id, attempt),
+            **_user_frames(record, params),
         )
     except AttemptSuperseded:
         return _discard_attempt(job_id, attempt)
@@ -204,11 +215,33 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _publish(job_id: str, attempt: int, record: JobRecord, params: Any, result: Any, started: float) -> str:
-    """Encode and upload this attempt's files, then make them the job's result (once)."""
+def _user_frames(record: JobRecord, params: Any) -> dict[str, Any]:
+    """A storyboard's keyframes (model space) or an upscale's clip (uint8 at the output size), from the
+    input files stored with the job, converted as app/media.py says; nothing for other jobs.
+
+    The API ran the same conversion on the same bytes before queueing the job, so it succeeds here; a
+    file that storage cannot give back raises StorageError, which RQ retries."""
+    keys = record["input_keys"] or []
+    if not keys:
+        return {}
+    from models.pipelines.latent_sr import from_uint8_frames
+
+    rt = runtime.current()
+    settings = rt.settings
+    limits = MediaLimits(settings.max_input_pixels, settings.max_input_frames, settings.max_input_seconds)
+    files = [_with_retries(f"read of {key}", partial(rt.storage.get, key), StorageError) for key in keys]
+    if record_entry_point(record) == "input_video":
+        return {"clip": clip_frames(files[0], params.output_size, limits)[0]}
+    keyframes = np.stack([keyframe_image(data, params.keyframe_size, limits)[0] for data in files])
+    return {"keyframes": from_uint8_frames(keyframes)}
+
+
+def _publish_video(record: JobRecord, params: Any, result: Any, attempt: int, started: float) -> str:
+    """Encode, upload this attempt's files and publish them as the job's result (once)."""
     from models.video import encode_mp4
 
     rt = runtime.current()
+    job_id = record.id
     if not _with_redis_retries(
         lambda: rt.store.update_running(job_id, {"stage": ENCODING, "eta_seconds": None}, attempt)
     ):
@@ -219,6 +252,7 @@ def _publish(job_id: str, attempt: int, record: JobRecord, params: Any, result: 
         "id": job_id,
         "attempt": attempt,
         "params": params.to_dict(),
+        "inputs": record["inputs"],
         "timings": {**result.timings, "total": round(time.monotonic() - started, 3)},
         "models": rt.cascade.model_info,
         "worker": rt.name,

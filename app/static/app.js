@@ -1,4 +1,5 @@
-// The Show-1 page: submit a prompt, follow the job's Server-Sent Events, show the preview and the video.
+// The Show-1 page: submit a prompt (alone, with keyframe images, or with a clip to upscale), follow the
+// job's Server-Sent Events, show the preview and the video.
 // The event stream is read with fetch() so the API key travels in the Authorization header, never in a URL.
 "use strict";
 
@@ -14,7 +15,26 @@ const ACTIVE = new Set(["queued", "running"]);
 const LATER_STEPS = new Set(["sr1_image", "sr1", "sr2"]);
 const $ = (id) => document.getElementById(id);
 
-const state = { stages: Object.keys(STAGE_NAMES), job: null, follow: null, objectUrls: {} };
+const state = {
+  stages: Object.keys(STAGE_NAMES), job: null, follow: null, objectUrls: {},
+  // The storyboard: {file, url} per image, in order; refusals per image index (from the API's loc).
+  keyframes: [], keyframeErrors: {}, maxKeyframes: 16,
+};
+
+function mode() {
+  return document.querySelector("input[name=mode]:checked").value;
+}
+
+// A field belongs to the modes its nearest [data-modes] container names (all modes if none).
+function applies(element) {
+  const holder = element.closest("[data-modes]");
+  return !holder || holder.dataset.modes.split(" ").includes(mode());
+}
+
+function showMode() {
+  for (const element of document.querySelectorAll("[data-modes]")) element.hidden = !applies(element);
+  clearInputErrors();
+}
 
 function headers(extra = {}) {
   const key = $("api-key").value.trim();
@@ -32,21 +52,22 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: sameOrigin(path) ? headers(extra) : extra });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
+    let detail;
     try {
       const body = await response.json();
-      const detail = body.detail;
+      detail = body.detail;
       message = Array.isArray(detail)
         ? detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ")
         : detail || message;
     } catch (_) { /* not JSON */ }
-    throw Object.assign(new Error(message), { status: response.status });
+    throw Object.assign(new Error(message), { status: response.status, detail });
   }
   return response;
 }
 
 function numberOf(id) {
   const value = $(id).value.trim();
-  return value === "" ? undefined : Number(value);
+  return value === "" || !applies($(id)) ? undefined : Number(value);
 }
 
 function requestBody() {
@@ -62,10 +83,143 @@ function requestBody() {
   const steps = {};
   for (const input of document.querySelectorAll("[data-step]")) {
     const value = input.value.trim();
-    if (value !== "") steps[input.dataset.step] = Number(value);
+    if (value !== "" && applies(input)) steps[input.dataset.step] = Number(value);
   }
   if (Object.keys(steps).length) body.steps = steps;
+  const strength = numberOf("sr2-strength");
+  if (strength !== undefined) body.sr2_strength = strength;
   return body;
+}
+
+// A storyboard or an upscale goes as multipart/form-data: the files as parts named like the JSON field,
+// the other fields bracketed as the API reads them (steps[sr1]=2).
+function formBody(body) {
+  const form = new FormData();
+  const add = (name, value) => {
+    if (value !== null && typeof value === "object") {
+      for (const [key, inner] of Object.entries(value)) add(`${name}[${key}]`, inner);
+    } else {
+      form.append(name, String(value));
+    }
+  };
+  for (const [name, value] of Object.entries(body)) add(name, value);
+  if (mode() === "storyboard") {
+    for (const { file } of state.keyframes) form.append("keyframe_images", file, file.name);
+  } else if (mode() === "upscale") {
+    const clip = $("clip-file").files[0];
+    form.append("input_video", clip, clip.name);
+  }
+  return form;
+}
+
+// What the page can tell before sending: the images or the clip the mode needs.
+function missingInput() {
+  if (mode() === "storyboard" && state.keyframes.length < 2) {
+    return ["keyframe-images-error", "Add at least 2 keyframe images."];
+  }
+  if (mode() === "upscale" && !$("clip-file").files.length) return ["input-video-error", "Pick a clip."];
+  return null;
+}
+
+function clearInputErrors() {
+  state.keyframeErrors = {};
+  $("keyframe-images-error").textContent = $("input-video-error").textContent = "";
+  renderKeyframes();
+}
+
+// A refusal whose loc names an input (["body", "keyframe_images", 2]) is shown next to that input;
+// the rest in the form's error line.
+function showRefusal(error) {
+  const rest = [];
+  for (const item of Array.isArray(error.detail) ? error.detail : []) {
+    const [, field, index] = item.loc;
+    if (field === "keyframe_images" && Number.isInteger(index) && index < state.keyframes.length) {
+      state.keyframeErrors[index] = item.msg;
+    } else if (field === "keyframe_images") {
+      $("keyframe-images-error").textContent = item.msg;
+    } else if (field === "input_video") {
+      $("input-video-error").textContent = item.msg;
+    } else {
+      rest.push(`${item.loc.slice(1).join(".")}: ${item.msg}`);
+    }
+  }
+  renderKeyframes();
+  if (rest.length) $("form-error").textContent = rest.join("; ");
+  else if (!Array.isArray(error.detail)) $("form-error").textContent = error.message;
+}
+
+function addKeyframes(files) {
+  const images = [...files].filter((file) => file.type.startsWith("image/") || file.type === "");
+  for (const file of images) state.keyframes.push({ file, url: URL.createObjectURL(file) });
+  clearInputErrors();
+}
+
+function moveKeyframe(from, to) {
+  if (to < 0 || to >= state.keyframes.length || from === to) return;
+  const [moved] = state.keyframes.splice(from, 1);
+  state.keyframes.splice(to, 0, moved);
+  clearInputErrors();
+}
+
+function removeKeyframe(index) {
+  URL.revokeObjectURL(state.keyframes[index].url);
+  state.keyframes.splice(index, 1);
+  clearInputErrors();
+}
+
+function keyframeButton(label, text, onClick, disabled = false) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "secondary small";
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.disabled = disabled;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+function renderKeyframes() {
+  const count = state.keyframes.length;
+  $("keyframe-list").replaceChildren(...state.keyframes.map(({ file, url }, index) => {
+    const item = document.createElement("li");
+    item.draggable = true;
+    item.dataset.index = index;
+    const image = document.createElement("img");
+    image.src = url;
+    image.alt = `Keyframe ${index + 1}: ${file.name}`;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = `${index + 1}. ${file.name}`;
+    const buttons = document.createElement("span");
+    buttons.className = "buttons";
+    buttons.append(
+      keyframeButton(`Move keyframe ${index + 1} up`, "↑", () => moveKeyframe(index, index - 1), index === 0),
+      keyframeButton(`Move keyframe ${index + 1} down`, "↓", () => moveKeyframe(index, index + 1),
+        index === count - 1),
+      keyframeButton(`Remove keyframe ${index + 1}`, "✕", () => removeKeyframe(index)),
+    );
+    const error = document.createElement("p");
+    error.className = "error";
+    error.id = `keyframe-error-${index}`;
+    error.textContent = state.keyframeErrors[index] || "";
+    item.append(image, name, buttons, error);
+    if (error.textContent) item.classList.add("refused");
+    item.addEventListener("dragstart", (event) => event.dataTransfer.setData("text/x-keyframe", String(index)));
+    item.addEventListener("dragover", (event) => {
+      if (event.dataTransfer.types.includes("text/x-keyframe")) event.preventDefault();
+    });
+    item.addEventListener("drop", (event) => {
+      const from = event.dataTransfer.getData("text/x-keyframe");
+      if (from === "") return;
+      event.preventDefault();
+      event.stopPropagation();
+      moveKeyframe(Number(from), index);
+    });
+    return item;
+  }));
+  const frames = count >= 2 ? ` · ${4 * count - 3} frames` : "";
+  $("keyframe-hint").textContent =
+    `(2 to ${state.maxKeyframes}, in order; each centre-cropped to the keyframe size${frames})`;
 }
 
 // What finishing a draft may set: the later stages' fields of the form (the draft fixes the rest).
@@ -76,23 +230,33 @@ function finishBody(draftId) {
   const steps = {};
   for (const input of document.querySelectorAll("[data-step]")) {
     const value = input.value.trim();
-    if (value !== "" && LATER_STEPS.has(input.dataset.step)) steps[input.dataset.step] = Number(value);
+    if (value !== "" && LATER_STEPS.has(input.dataset.step) && applies(input)) {
+      steps[input.dataset.step] = Number(value);
+    }
   }
   if (Object.keys(steps).length) body.steps = steps;
   return body;
 }
 
-async function submit(event, body = null) {
+// `body` is given when finishing a draft (JSON, no inputs) or making one (the form's fields and inputs).
+async function submit(event, body = null, withInputs = true) {
   if (event) event.preventDefault();
   if (body === null && !$("create").reportValidity()) return;
   $("form-error").textContent = "";
+  clearInputErrors();
+  const missing = withInputs && missingInput();
+  if (missing) {
+    $(missing[0]).textContent = missing[1];
+    return;
+  }
+  body = body || requestBody();
+  // The browser sets a form's Content-Type itself (with its boundary).
+  const request = withInputs && mode() !== "text"
+    ? { body: formBody(body) }
+    : { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
   $("submit").disabled = $("draft").disabled = true;
   try {
-    const response = await api("/v1/videos", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body || requestBody()),
-    });
+    const response = await api("/v1/videos", { method: "POST", ...request });
     follow(await response.json());
     refreshRecent();
     // At phone width the job is below the form: bring it into view, and move focus there so
@@ -100,7 +264,7 @@ async function submit(event, body = null) {
     $("job").scrollIntoView({ block: "start" });
     $("job-title").focus({ preventScroll: true });
   } catch (error) {
-    $("form-error").textContent = error.message;
+    showRefusal(error);
   } finally {
     $("submit").disabled = $("draft").disabled = false;
   }
@@ -112,7 +276,7 @@ function submitDraft() {
 }
 
 function finishDraft() {
-  if (state.job) submit(null, finishBody(state.job.id));
+  if (state.job) submit(null, finishBody(state.job.id), false);
 }
 
 // One SSE frame per blank line; "event:", "id:" and "data:" fields; ":" lines are keep-alive comments.
@@ -220,8 +384,10 @@ function render() {
   status.textContent = text;
 
   const list = $("stages");
-  // A draft runs the stages up to interpolation; the bars show only those.
-  const stages = job.draft ? state.stages.slice(0, state.stages.indexOf("interpolation") + 1) : state.stages;
+  // The bars show the stages the job runs (a draft: up to interpolation; a storyboard: from it; an
+  // upscale: the latent stage alone); records from before job_stages existed run them all.
+  const stages = job.job_stages && job.job_stages.length ? job.job_stages
+    : job.draft ? state.stages.slice(0, state.stages.indexOf("interpolation") + 1) : state.stages;
   list.replaceChildren(...stages.map((stage) => {
     const progress = (job.stage_progress || {})[stage];
     const item = document.createElement("li");
@@ -327,6 +493,7 @@ async function refreshRecent() {
 async function start() {
   const config = await (await fetch("/ui/config")).json();
   state.stages = config.stages;
+  state.maxKeyframes = config.max_keyframes;
   $("key-row").hidden = !config.auth_required;
   $("demo-note").hidden = !config.demo_defaults;
   $("create").addEventListener("submit", submit);
@@ -334,6 +501,31 @@ async function start() {
   $("draft").addEventListener("click", submitDraft);
   $("finish-draft").addEventListener("click", finishDraft);
   $("refresh").addEventListener("click", refreshRecent);
+  for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", showMode);
+  $("keyframe-files").addEventListener("change", (event) => {
+    addKeyframes(event.target.files);
+    event.target.value = "";  // picking the same file again adds it again
+  });
+  const zone = $("storyboard");
+  zone.addEventListener("dragover", (event) => {
+    if (event.dataTransfer.types.includes("Files")) {
+      event.preventDefault();
+      $("drop-zone").classList.add("over");
+    }
+  });
+  zone.addEventListener("dragleave", () => $("drop-zone").classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    $("drop-zone").classList.remove("over");
+    if (!event.dataTransfer.files.length) return;
+    event.preventDefault();
+    addKeyframes(event.dataTransfer.files);
+  });
+  $("clip-file").addEventListener("change", () => {
+    const clip = $("clip-file").files[0];
+    $("clip-name").textContent = clip ? `${clip.name} · ${Math.ceil(clip.size / 1024)} KiB` : "";
+    clearInputErrors();
+  });
+  showMode();
   $("api-key").addEventListener("change", refreshRecent);
   if (!config.auth_required) refreshRecent();
 }

@@ -29,6 +29,29 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     return frames.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
+def from_uint8_frames(frames: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(F, H, W, 3) uint8 -> (1, 3, F, H, W) model space: full range, u -> u / 127.5 - 1 (0 -> -1, 255 -> 1).
+
+    Each level goes to the value of `dtype` nearest u / 127.5 - 1 that `to_uint8_frames` (which
+    truncates) maps back to u: u / 127.5 - 1 itself, rounded, can fall a hair below and come back as
+    u - 1. So the frames of a run, made uint8 and brought back, are what `to_uint8_frames` made them.
+    """
+    levels = _uint8_levels(dtype)
+    return levels[torch.from_numpy(np.ascontiguousarray(frames)).long()].permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def _uint8_levels(dtype: torch.dtype) -> torch.Tensor:
+    levels = (torch.arange(256, dtype=torch.float64) / 127.5 - 1).to(dtype)
+    target = torch.arange(256, dtype=torch.uint8)
+    for _ in range(8):  # a level is at most a few ulps off
+        back = torch.from_numpy(to_uint8_frames(levels.view(1, 1, 256, 1, 1)).reshape(256).copy())
+        low = back < target
+        if not low.any():
+            return levels
+        levels = torch.where(low, torch.nextafter(levels, torch.ones_like(levels)), levels)
+    raise AssertionError(f"no {dtype} value maps back to every uint8 level")
+
+
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize (F, h, w, 3) uint8 frames to `size` (H, W) with Pillow's default filter."""
     height, width = size

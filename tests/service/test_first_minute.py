@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
+from models.video import encode_mp4
 from tests.conftest import REPO, Processes, free_port, service_env, wait_for
 from tests.service.test_end_to_end import poll_to_end
 
@@ -124,6 +127,23 @@ def readme_draft_example() -> str:
     return re.search(r"\*\*Drafts\.\*\*.*?```bash\n(.*?)```", README, re.S)[1]
 
 
+def readme_own_frames_example() -> str:
+    """The README's storyboard and upscale examples: the shell block after **Your own frames.**"""
+    return re.search(r"\*\*Your own frames\.\*\*.*?```bash\n(.*?)```", README, re.S)[1]
+
+
+def write_own_frames(folder: Path) -> list[str]:
+    """The files the README's storyboard and upscale examples name, each in the format its name says."""
+    names = re.findall(r"@([\w.]+)", readme_own_frames_example())
+    rng = np.random.default_rng(0)
+    for name in names:
+        if name.endswith(".mp4"):
+            (folder / name).write_bytes(encode_mp4(rng.integers(0, 256, (5, 32, 48, 3), np.uint8), fps=8))
+        else:
+            Image.fromarray(rng.integers(0, 256, (30, 40, 3), np.uint8)).save(folder / name)
+    return names
+
+
 def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Path, tmp_path: Path) -> None:
     port = free_port()
     env = service_env("unused", tiny_preset, tmp_path)
@@ -178,6 +198,34 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
         assert (tmp_path / "draft.mp4").stat().st_size > 0
         finished, _ = poll_to_end(base, finishing["id"])
         assert finished["status"] == "succeeded" and finished["resumed_from"]["stage"] == "first_frame_sr"
+
+        # The storyboard and upscale examples, as written, with the files they name made here.
+        assert write_own_frames(tmp_path) == ["first.png", "middle.jpg", "last.webp", "clip.mp4"]
+        script = readme_own_frames_example().replace("localhost:8000", f"127.0.0.1:{port}")
+        run = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        decoder, answers, rest = json.JSONDecoder(), [], run.stdout.strip()
+        while rest:  # curl -s prints each answer without a newline after it
+            answer, end = decoder.raw_decode(rest)
+            answers.append(answer)
+            rest = rest[end:].lstrip()
+        storyboard, upscale = answers
+        assert storyboard["job_stages"][0] == "interpolation", storyboard
+        assert [item["format"] for item in storyboard["inputs"]["keyframe_images"]] == ["PNG", "JPEG", "WEBP"]
+        assert upscale["job_stages"] == ["latent_sr"], upscale
+        assert upscale["inputs"]["input_video"]["frames"] == 5, upscale
+        storyboard, _ = poll_to_end(base, storyboard["id"])
+        upscale, _ = poll_to_end(base, upscale["id"])
+        assert storyboard["status"] == "succeeded" and storyboard["result"]["frames"] == 9, storyboard
+        assert upscale["status"] == "succeeded", upscale
+        result = upscale["result"]
+        assert (result["frames"], result["height"], result["width"]) == (5, 320, 576), result
     finally:
         up.send_signal(signal.SIGINT)
         stopping = time.monotonic()

@@ -1,6 +1,8 @@
 """The page at `/` in a real browser (Debian's Chromium, driven by Playwright) against `show1 up`:
 submit, live stage bars, the keyframe preview, the video playing, cancel; screenshots at two widths;
-the page's own SSE reading (frames cut anywhere, a dropped stream resumed with Last-Event-ID).
+the page's own SSE reading (frames cut anywhere, a dropped stream resumed with Last-Event-ID); a
+storyboard (images picked and dropped, reordered, removed, a refused one shown on its item) and an
+upscale (a clip picked, a refused one shown on it), both sent as multipart/form-data.
 
 Screenshots go to SHOW1_SCREENSHOTS_DIR when set (the README's come from docs/screenshots that way),
 else to the test's temporary folder.
@@ -8,7 +10,10 @@ else to the test's temporary folder.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,8 +24,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from models.video import decode_mp4, encode_mp4
 from tests.conftest import REPO, free_port, service_env, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -247,3 +255,134 @@ def test_with_keys_the_page_asks_for_one_and_keeps_it_out_of_urls(
     assert not [address for address, _ in seen if key in address], "the key must never be in a URL"
     keyed = {address.split("/v1/videos/")[-1].split("/")[-1] for address, auth in seen if auth}
     assert {"events", "preview", "content"} <= keyed, keyed
+
+
+def png_file(name: str, color: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> dict:
+    """A Playwright file payload: a PNG of one colour with a white stripe (so each image is its own)."""
+    pixels = np.zeros((size[1], size[0], 3), np.uint8)
+    pixels[:] = color
+    pixels[size[1] // 3 : size[1] // 2] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return {"name": name, "mimeType": "image/png", "buffer": buffer.getvalue()}
+
+
+def drop_files(page: object, selector: str, files: list[dict]) -> None:
+    """Drop files onto `selector` as a user dragging them from the desktop would (a DataTransfer of Files)."""
+    payload = [{**file, "buffer": base64.b64encode(file["buffer"]).decode()} for file in files]
+    page.evaluate(
+        """([selector, files]) => {
+          const transfer = new DataTransfer();
+          for (const file of files) {
+            const bytes = Uint8Array.from(atob(file.buffer), (c) => c.charCodeAt(0));
+            transfer.items.add(new File([bytes], file.name, { type: file.mimeType }));
+          }
+          const target = document.querySelector(selector);
+          for (const type of ["dragenter", "dragover", "drop"]) {
+            const init = { bubbles: true, cancelable: true, dataTransfer: transfer };
+            target.dispatchEvent(new DragEvent(type, init));
+          }
+        }""",
+        [selector, payload],
+    )
+
+
+def keyframe_names(page: object) -> list[str]:
+    return page.eval_on_selector_all("#keyframe-list .name", "names => names.map(n => n.textContent)")
+
+
+def test_a_storyboard_from_the_page(service: str, browser: object, shots: Path) -> None:
+    """Images picked and dropped, reordered, one refused by the API (shown on that image) and removed;
+    the job gets the images in the page's order, as a multipart body, and succeeds."""
+    red, green = png_file("red.png", (200, 0, 0)), png_file("green.png", (0, 160, 0))
+    blue = png_file("blue.png", (0, 0, 200))
+    broken = {"name": "broken.png", "mimeType": "image/png", "buffer": red["buffer"][:60]}  # truncated
+    page = browser.new_page(viewport=DESKTOP)
+    sent: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and sent.append(r.headers.get("content-type", "")))
+    page.goto(service)
+    page.get_by_label("Prompt").fill("A storyboard of three colours")
+    page.get_by_label("Seed").fill("11")
+    assert not page.locator("#storyboard").is_visible()
+    page.get_by_label("Storyboard: your keyframe images").check()
+    assert page.locator("#storyboard").is_visible() and not page.locator("#num-keyframes").is_visible()
+
+    page.get_by_role("button", name="Generate").click()
+    assert "at least 2" in page.locator("#keyframe-images-error").inner_text(), "nothing sent without images"
+    page.locator("#keyframe-files").set_input_files([blue, red])
+    drop_files(page, "#drop-zone", [broken, green])
+    assert keyframe_names(page) == ["1. blue.png", "2. red.png", "3. broken.png", "4. green.png"]
+    page.get_by_label("Move keyframe 1 down").click()  # red, blue, broken, green
+    assert page.get_by_label("Move keyframe 1 up").is_disabled()
+    assert page.get_by_label("Move keyframe 4 down").is_disabled()
+    assert keyframe_names(page) == ["1. red.png", "2. blue.png", "3. broken.png", "4. green.png"]
+
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("document.getElementById('keyframe-error-2').textContent.length > 0")
+    assert page.locator("#keyframe-list li").nth(2).evaluate("li => li.classList.contains('refused')")
+    assert page.locator("#keyframe-error-0").inner_text() == ""
+    assert page.locator("#job").is_hidden() and page.locator("#form-error").inner_text() == ""
+    page.screenshot(path=str(shots / "desktop-storyboard-refused.png"), full_page=True)
+    page.get_by_label("Remove keyframe 3").click()
+    assert page.locator("#keyframe-error-2").inner_text() == "", "the refusal goes with the image"
+    page.get_by_label("Move keyframe 3 up").click()  # red, green, blue
+    assert keyframe_names(page) == ["1. red.png", "2. green.png", "3. blue.png"]
+    assert "9 frames" in page.locator("#keyframe-hint").inner_text()
+    page.screenshot(path=str(shots / "desktop-storyboard.png"), full_page=True)
+
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#status:text-matches('succeeded')", timeout=120_000)
+    wait_until_playing(page)
+    assert page.locator("#stages li").count() == 4, "a storyboard starts at interpolation"
+    assert all(content.startswith("multipart/form-data") for content in sent[:2]), sent
+    job_id = page.locator("#job-id").inner_text()
+    job = json.loads(urllib.request.urlopen(f"{service}/v1/videos/{job_id}", timeout=10).read())
+    digests = [item["sha256"] for item in job["inputs"]["keyframe_images"]]
+    assert digests == [hashlib.sha256(f["buffer"]).hexdigest() for f in (red, green, blue)]
+    assert job["params"]["prompt"] == "A storyboard of three colours" and job["params"]["seed"] == 11
+    assert job["result"]["frames"] == 9
+    page.screenshot(path=str(shots / "desktop-storyboard-done.png"), full_page=True)
+    page.close()
+
+
+def test_an_upscale_from_the_page(service: str, browser: object, shots: Path) -> None:
+    """A clip picked in upscale mode: a file that is no clip is refused on the picker, a real MP4
+    (PyAV) is upscaled to the page's output size, keeping its frames and rate."""
+    frames = np.random.default_rng(5).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+    clip = {"name": "clip.mp4", "mimeType": "video/mp4", "buffer": encode_mp4(frames, fps=10)}
+    fake = b"\x00\x00\x00\x18ftypmp42" + bytes(64)  # an MP4's first box, then nothing
+    not_a_clip = {"name": "fake.mp4", "mimeType": "video/mp4", "buffer": fake}
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.goto(service)
+    page.get_by_label("Prompt").fill("Sharper, please")
+    page.get_by_label("Upscale a clip").check()
+    assert page.locator("#clip-file").is_visible() and not page.locator("#draft").is_visible()
+    page.locator("summary").click()
+    assert not page.locator("#kf-height").is_visible() and not page.locator("#steps-sr1").is_visible()
+    page.locator("#out-height").fill("48")
+    page.locator("#out-width").fill("64")
+    page.locator("#steps-sr2").fill("2")
+    page.get_by_label("Strength").fill("0.6")
+
+    page.locator("#clip-file").set_input_files([not_a_clip])
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("document.getElementById('input-video-error').textContent.length > 0")
+    assert page.locator("#job").is_hidden()
+    page.screenshot(path=str(shots / "phone-upscale-refused.png"), full_page=True)
+
+    page.locator("#clip-file").set_input_files([clip])
+    assert page.locator("#input-video-error").inner_text() == ""
+    assert "clip.mp4" in page.locator("#clip-name").inner_text()
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#status:text-matches('succeeded')", timeout=120_000)
+    wait_until_playing(page)
+    assert page.locator("#stages li").count() == 1, "an upscale runs the latent stage alone"
+    job_id = page.locator("#job-id").inner_text()
+    job = json.loads(urllib.request.urlopen(f"{service}/v1/videos/{job_id}", timeout=10).read())
+    assert job["job_stages"] == ["latent_sr"] and job["params"]["sr2_strength"] == 0.6
+    result = job["result"]
+    assert (result["frames"], result["height"], result["width"], result["fps"]) == (5, 48, 64, 10)
+    video = urllib.request.urlopen(f"{service}/v1/videos/{job_id}/content", timeout=10).read()
+    assert decode_mp4(video).shape == (5, 48, 64, 3)
+    page.screenshot(path=str(shots / "phone-upscale-done.png"), full_page=True)
+    page.close()
