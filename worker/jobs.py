@@ -374,9 +374,9 @@ USER_MESSAGES = {
     ),
     "storage_unavailable": "video storage was unavailable, also on retry; submit the job again later",
     "worker_lost": (
-        "the worker process was lost (killed or crashed) while running this video, and its {attempts} "
-        "attempts are used up; a video that needs more memory than a worker has ends this way: ask for "
-        "smaller sizes or fewer keyframes, or submit it again"
+        "the worker process was lost (killed or crashed) while running this video, and no attempt is "
+        "left ({attempts} made); a video that needs more memory than a worker has ends this way: ask "
+        "for smaller sizes or fewer keyframes, or submit it again"
     ),
     "internal_error": "an internal error stopped this video; it is logged under the job id",
 }

@@ -156,7 +156,7 @@ def test_show1_up_outlives_killed_workers_and_a_job_that_kills_every_worker_fail
         assert final["status"] == "failed" and final["attempts"] == 2, log.read_text()[-3000:]
         assert final["error"]["code"] == "worker_lost"
         assert "worker process was lost" in final["error"]["message"]
-        assert "its 2 attempts are used up" in final["error"]["message"]
+        assert "no attempt is left (2 made)" in final["error"]["message"]
 
         # And a worker is back for the next job.
         wait_for(lambda: live_workers(store, killed), 120, "a restarted worker")
