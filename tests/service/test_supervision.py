@@ -48,8 +48,17 @@ def test_out_of_memory_in_a_stage_fails_that_job_once_and_the_worker_takes_the_n
     """A real allocation failure, not a simulated one: the loaded worker's address space is capped
     (RLIMIT_AS, set on the running process) so that torch's CPU allocator refuses the keyframe stage of
     a large request, as a machine without that memory would."""
-    # Few malloc arenas: the address space then grows with the allocations, not with the threads.
-    env = service_env(namespace, tiny_preset, tmp_path, SHOW1_JOB_RETRIES="2", MALLOC_ARENA_MAX="2")
+    # Few malloc arenas: the address space then grows with the allocations, not with the threads. The
+    # worker claims far more memory than the cap leaves it (as a misconfigured one would), so that
+    # admission by memory lets the job reach the allocator.
+    env = service_env(
+        namespace,
+        tiny_preset,
+        tmp_path,
+        SHOW1_JOB_RETRIES="2",
+        MALLOC_ARENA_MAX="2",
+        SHOW1_WORKER_MEMORY_GB="1000",
+    )
     base = processes.api(env)
     worker = processes.worker(env)
     workers = redis.Redis.from_url(REDIS_URL)
