@@ -184,15 +184,7 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
         # The README's draft example, run as written (but on this port), where curl is installed.
         if shutil.which("curl") is None:
             return
-        script = readme_draft_example().replace("localhost:8000", f"127.0.0.1:{port}")
-        run = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr
+        run = run_as_written(readme_draft_example(), port, tmp_path)
         finishing = json.loads(run.stdout)
         assert finishing["status"] == "queued" and finishing["draft_id"], finishing
         assert (tmp_path / "draft.mp4").stat().st_size > 0
@@ -201,15 +193,7 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
 
         # The storyboard and upscale examples, as written, with the files they name made here.
         assert write_own_frames(tmp_path) == ["first.png", "middle.jpg", "last.webp", "clip.mp4"]
-        script = readme_own_frames_example().replace("localhost:8000", f"127.0.0.1:{port}")
-        run = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr
+        run = run_as_written(readme_own_frames_example(), port, tmp_path)
         decoder, answers, rest = json.JSONDecoder(), [], run.stdout.strip()
         while rest:  # curl -s prints each answer without a newline after it
             answer, end = decoder.raw_decode(rest)
@@ -233,3 +217,16 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
     assert code == 0 and time.monotonic() - stopping < 15, (code, log.read_text()[-2000:])
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{base}/healthz", timeout=2)  # the API it started is gone with it
+
+
+def run_as_written(script: str, port: int, folder: Path) -> subprocess.CompletedProcess:
+    """A README shell example, as written but for the port `show1 up` listens on."""
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace("localhost:8000", f"127.0.0.1:{port}")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return run
