@@ -361,8 +361,8 @@ def cancel(services: Services, record: JobRecord) -> JobRecord:
     services.store.request_cancel(record.id)
     removed = record.status == QUEUED and remove_queued(services.queue, record.id)
     if removed and services.store.finish(record.id, CANCELED):
-        base_url = services.settings.public_base_url
-        notify(services.webhooks, services.store, services.storage, base_url, record.id, "job.canceled")
+        public = services.settings.public_base_url
+        notify(services.webhooks, services.store, services.storage, public, record.id, "job.canceled")
     return services.store.get(record.id) or record
 
 

@@ -17,8 +17,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import actions
-from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep
+from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep, public_base_url
 from app.jobs import QUEUED, SUCCEEDED, JobRecord
+from app.json_input import UnstorableValue, check_storable, parse_json_body
 from app.openai_schemas import ErrorResponse, Video, VideoDeleted, VideoList
 from app.openai_translate import (
     InvalidRequest,
@@ -98,15 +99,16 @@ def _owned(services: Services, owner: str, video_id: str) -> JobRecord:
         raise _from_action(error) from error
 
 
-def _videos(services: Services, records: list[JobRecord]) -> list[Video]:
+def _videos(services: Services, records: list[JobRecord], request: Request) -> list[Video]:
     """Queue positions come from the job store's waiting line: one rank lookup per queued job."""
     queued = [record.id for record in records if record.status == QUEUED]
     positions = dict(zip(queued, services.store.queue_positions(queued), strict=True))
-    return [render_video(record, services.settings, positions.get(record.id)) for record in records]
+    base = public_base_url(services, request)
+    return [render_video(record, services.settings, base, positions.get(record.id)) for record in records]
 
 
-def _video(services: Services, record: JobRecord) -> Video:
-    return _videos(services, [record])[0]
+def _video(services: Services, record: JobRecord, request: Request) -> Video:
+    return _videos(services, [record], request)[0]
 
 
 async def create_fields(request: Request) -> dict[str, Any]:
@@ -127,12 +129,18 @@ async def create_fields(request: Request) -> dict[str, Any]:
                     code="unsupported",
                 )
         try:
-            return nest_form_fields(form.multi_items())
+            fields = nest_form_fields(form.multi_items())
+            check_storable(fields)
         except InvalidRequest as error:
             raise OpenAIError(400, error.message, param=error.param, code=error.code) from error
+        except UnstorableValue as error:
+            raise _unstorable(error) from error
+        return fields
     try:
-        fields = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError) as error:
+        fields = parse_json_body(await request.body() or b"null")
+    except UnstorableValue as error:
+        raise _unstorable(error) from error
+    except ValueError as error:  # UnicodeDecodeError and json's errors are ValueErrors
         raise OpenAIError(status.HTTP_400_BAD_REQUEST, f"body is not JSON: {error}") from error
     if not isinstance(fields, dict):
         raise OpenAIError(
@@ -141,6 +149,11 @@ async def create_fields(request: Request) -> dict[str, Any]:
             param="prompt",
         )
     return fields
+
+
+def _unstorable(error: UnstorableValue) -> OpenAIError:
+    param = param_name(error.loc) if error.loc else None
+    return OpenAIError(status.HTTP_400_BAD_REQUEST, f"{param or 'body'} {error.message}", param=param)
 
 
 _CREATE_BODY = {
@@ -178,6 +191,7 @@ _CREATE_BODY = {
     summary="Create a video (OpenAI's videos.create)",
 )
 def create_video(
+    request: Request,
     response: Response,
     services: ServicesDep,
     owner: RateLimitedOwnerDep,
@@ -186,28 +200,30 @@ def create_video(
 ) -> Video:
     try:
         body = to_video_request(fields, services.settings)
-        submitted = actions.submit(services, owner, body, idempotency_key, {"api": "openai"})
+        made_by = {"api": "openai", "base_url": public_base_url(services, request)}
+        submitted = actions.submit(services, owner, body, idempotency_key, made_by)
     except InvalidRequest as error:
         raise OpenAIError(400, error.message, param=error.param, code=error.code) from error
     except actions.ActionError as error:
         raise _from_action(error) from error
     response.headers["Location"] = f"{PREFIX}/videos/{submitted.record.id}"
     response.headers["openai-poll-after-ms"] = str(poll_after_ms(submitted.record))
-    return _video(services, submitted.record)
+    return _video(services, submitted.record, request)
 
 
 @router.get("/videos/{video_id}", response_model=Video, responses=_ERRORS, summary="Retrieve a video")
 def retrieve_video(
-    video_id: str, response: Response, services: ServicesDep, owner: RateLimitedOwnerDep
+    video_id: str, request: Request, response: Response, services: ServicesDep, owner: RateLimitedOwnerDep
 ) -> Video:
     record = _owned(services, owner, video_id)
     if record.status != SUCCEEDED:
         response.headers["openai-poll-after-ms"] = str(poll_after_ms(record))
-    return _video(services, record)
+    return _video(services, record, request)
 
 
 @router.get("/videos", response_model=VideoList, responses=_ERRORS, summary="List videos")
 def list_videos(
+    request: Request,
     services: ServicesDep,
     owner: RateLimitedOwnerDep,
     after: Annotated[
@@ -227,7 +243,7 @@ def list_videos(
     records, _ = services.store.list_for_owner(
         owner, status=None, offset=offset, limit=limit + 1, oldest_first=oldest_first
     )
-    page = _videos(services, records[:limit])
+    page = _videos(services, records[:limit], request)
     return VideoList(
         data=page,
         first_id=page[0].id if page else None,

@@ -3,26 +3,62 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable, Coroutine
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import actions, metrics
-from app.deps import RateLimitedOwnerDep, Services, ServicesDep
+from app.deps import (
+    DEPENDENCY_RETRY_AFTER_SECONDS,
+    REDIS,
+    STORAGE,
+    RateLimitedOwnerDep,
+    Services,
+    ServicesDep,
+    public_base_url,
+)
 from app.estimates import queue_places
 from app.events import InvalidEventId, check_event_id, job_events
 from app.jobs import SUCCEEDED, JobRecord
+from app.json_input import UnstorableValue, parse_json_body
 from app.schemas import Job, JobList, Problem, VideoRequest
 from app.storage import StorageError, preview_key, video_key
 from app.views import render_job
 
 log = logging.getLogger("show1.api")
-router = APIRouter(prefix="/v1", tags=["videos"])
+
+
+class StorableJSONRoute(APIRoute):
+    """A JSON body is read as app/json_input.py allows before FastAPI validates it: a value that no
+    response or record could carry (NaN, Infinity, a lone surrogate) is a 422 naming its field."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            body = await request.body()  # kept by the request: FastAPI reads it again for free
+            if body:
+                try:
+                    parse_json_body(body)
+                except UnstorableValue as error:
+                    loc = ["body", *error.loc]
+                    raise RequestValidationError(
+                        [{"type": "value_error", "loc": loc, "msg": error.message, "input": None}]
+                    ) from error
+                except ValueError:
+                    pass  # not JSON at all: FastAPI answers that itself
+            return await handler(request)
+
+        return checked
+
+
+router = APIRouter(prefix="/v1", tags=["videos"], route_class=StorableJSONRoute)
 ops = APIRouter(tags=["operations"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -47,7 +83,7 @@ def _v1_error(error: actions.ActionError) -> Exception:
 def job_views(services: Services, records: list[JobRecord], request: Request) -> list[Job]:
     """The job objects for this request's client: queue position and ETA while queued."""
     places = queue_places(services.store, records, services.settings.heartbeat_seconds)
-    base = services.settings.public_base_url or str(request.base_url)
+    base = public_base_url(services, request)
     views = []
     for record in records:
         place = places.get(record.id)
@@ -86,7 +122,8 @@ def create_video(
     ] = None,
 ) -> Job:
     try:
-        submitted = actions.submit(services, owner, body, idempotency_key, {"api": "v1"})
+        made_by = {"api": "v1", "base_url": public_base_url(services, request)}
+        submitted = actions.submit(services, owner, body, idempotency_key, made_by)
     except actions.ActionError as error:
         raise _v1_error(error) from error
     if submitted.replayed:
@@ -137,7 +174,9 @@ async def video_events(
 ) -> AsyncIterable[ServerSentEvent]:
     record, last_event_id = start
     render = partial(job_view, services, request=request)
-    async for event in job_events(services.store, services.async_redis, record, render, last_event_id):
+    base_url = public_base_url(services, request)
+    events = job_events(services.store, services.async_redis, record, render, last_event_id, base_url)
+    async for event in events:
         yield event
 
 
@@ -237,15 +276,19 @@ def readyz(services: ServicesDep) -> JSONResponse:
     try:
         services.redis.ping()
     except Exception as error:  # noqa: BLE001 - any failure means not ready
-        down["redis"] = error
+        down[REDIS] = error
     try:
         services.storage.ping()
     except StorageError as error:
-        down["storage"] = error
+        down[STORAGE] = error
     for name, error in down.items():
         log.warning("not ready: %s: %s", name, error)
     if down:
-        return JSONResponse({"status": "unavailable", "detail": dict.fromkeys(down, "down")}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "detail": dict.fromkeys(down, "down")},
+            status_code=503,
+            headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+        )
     return JSONResponse({"status": "ready"})
 
 

@@ -151,7 +151,16 @@ def serve(host: str, port: int, workers: int) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
+    # Forwarded headers are the app's to apply, from SHOW1_TRUSTED_PROXIES only (app/proxies.py).
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        proxy_headers=False,
+    )
 
 
 @main.command()
@@ -186,7 +195,14 @@ def worker(burst: bool, gpus: str | None) -> None:
 @main.command()
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SHOW1_DATA_DIR",
+    default=Path("var"),
+    show_default=True,
+    help="Embedded Redis and local storage; or SHOW1_DATA_DIR (the image sets /data).",
+)
 def up(port: int, host: str, data_dir: Path) -> None:
     """Everything on one machine: Redis (embedded if none), local storage, the API and a worker."""
     from worker.up import run_up
