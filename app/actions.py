@@ -86,6 +86,12 @@ class NotFound(ActionError):
     status_code = status.HTTP_404_NOT_FOUND
 
 
+class Gone(ActionError):
+    """The job is there but its file is not: it expired (app/retention.py) or was deleted."""
+
+    status_code = status.HTTP_410_GONE
+
+
 class WrongState(ActionError):
     """The job exists but is not in a status that allows this (e.g. no video yet)."""
 
@@ -409,12 +415,16 @@ def sweep_stage_outputs(store: JobStore, storage: Storage, now: float | None = N
     return len(gone)
 
 
-def stored_file(services: Services, key: str, media_type: str) -> Response:
-    """Local storage: the API streams the file; S3: a redirect to a presigned URL."""
+def stored_file(services: Services, record: JobRecord, key: str, media_type: str, what: str) -> Response:
+    """Local storage: the API streams the file; S3: a redirect to a presigned URL. A file that is not
+    there is a 410 saying so, never a redirect to nothing (a StorageError, storage down: 503)."""
+    if not services.storage.exists(key):
+        days = services.settings.job_record_ttl_seconds / 86400
+        raise Gone(
+            f"the {what} of job {record.id} is no longer stored: a job's files are kept {days:g} days "
+            "after it ends (SHOW1_JOB_RECORD_TTL_SECONDS), or it was deleted, or the job predates this "
+            "kind of file"
+        )
     if isinstance(services.storage, LocalStorage):
-        # A job made before a kind of file existed lacks it; S3 answers that itself, after the redirect
-        # (no lookup here, so downloads keep working while only presigning is possible).
-        if not services.storage.exists(key):
-            raise NotFound("this job has no such file (it may predate this kind of file)")
         return FileResponse(services.storage.file_path(key), media_type=media_type)
     return RedirectResponse(services.storage.download_url(key), status_code=status.HTTP_302_FOUND)

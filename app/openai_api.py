@@ -39,10 +39,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or unknown API key."},
     404: {"model": ErrorResponse, "description": "No such video for this API key."},
     429: {"model": ErrorResponse, "description": "Rate or in-flight limit reached; see Retry-After."},
+    503: {"model": ErrorResponse, "description": "Redis or storage is unavailable (named); see Retry-After."},
 }
 # OpenAI's `error.type` per status; `code` says more where we know more.
 _TYPES = {401: "invalid_request_error", 429: "rate_limit_error"}
-_CODES = {401: "invalid_api_key", 404: "not_found", 409: "conflict", 413: "request_too_large"}
+_CODES = {
+    401: "invalid_api_key",
+    404: "not_found",
+    409: "conflict",
+    410: "gone",
+    413: "request_too_large",
+}
 _VARIANTS = {
     "video": (video_key, "video/mp4"),
     "thumbnail": (thumbnail_key, "image/jpeg"),
@@ -268,6 +275,7 @@ def delete_video(video_id: str, services: ServicesDep, owner: RateLimitedOwnerDe
         200: {"content": {"video/mp4": {}, "image/jpeg": {}}, "description": "The file (local storage)."},
         302: {"description": "Redirect to a presigned download URL (S3 storage)."},
         409: {"model": ErrorResponse, "description": "The video is not completed."},
+        410: {"model": ErrorResponse, "description": "The file expired with its video, or was deleted."},
     },
     response_class=Response,
     summary="Download the video, its thumbnail or its sprite sheet",
@@ -285,7 +293,8 @@ def download_content(
         )
     key, media_type = _VARIANTS[variant]
     try:
-        return actions.stored_file(services, key(video_id, record.published_attempt), media_type)
+        stored = key(video_id, record.published_attempt)
+        return actions.stored_file(services, record, stored, media_type, variant)
     except actions.ActionError as error:
         raise _from_action(error) from error
 

@@ -65,6 +65,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or unknown API key."},
     404: {"model": Problem, "description": "No such job for this API key."},
     429: {"model": Problem, "description": "Rate or in-flight limit reached; see Retry-After."},
+    503: {"model": Problem, "description": "Redis or storage is unavailable (named); see Retry-After."},
 }
 
 
@@ -228,6 +229,7 @@ def cancel_video(job_id: str, request: Request, services: ServicesDep, owner: Ra
         302: {"description": "Redirect to a presigned download URL (S3 storage)."},
         200: {"content": {"video/mp4": {}}, "description": "The MP4 (local storage)."},
         409: {"model": Problem, "description": "No video yet."},
+        410: {"model": Problem, "description": "The video expired with its job, or was deleted."},
     },
     response_class=Response,
     summary="Download the MP4",
@@ -236,7 +238,7 @@ def video_content(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
     record = _owned_record(services, owner, job_id)
     if record.status != SUCCEEDED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {record.status}, not succeeded")
-    return _stored_file(services, video_key(job_id, record.published_attempt), "video/mp4")
+    return _stored_file(services, record, video_key(job_id, record.published_attempt), "video/mp4", "video")
 
 
 @router.get(
@@ -246,6 +248,7 @@ def video_content(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
         302: {"description": "Redirect to a presigned URL of the PNG (S3 storage)."},
         200: {"content": {"image/png": {}}, "description": "The keyframes side by side (local storage)."},
         409: {"model": Problem, "description": "No keyframes yet."},
+        410: {"model": Problem, "description": "The preview expired with its job, or was deleted."},
     },
     response_class=Response,
     summary="Keyframe preview, available once the keyframes exist",
@@ -254,12 +257,12 @@ def video_preview(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
     record = _owned_record(services, owner, job_id)
     if not record["preview_url"]:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has no keyframes yet")
-    return _stored_file(services, preview_key(job_id, record.preview_attempt), "image/png")
+    return _stored_file(services, record, preview_key(job_id, record.preview_attempt), "image/png", "preview")
 
 
-def _stored_file(services: Services, key: str, media_type: str) -> Response:
+def _stored_file(services: Services, record: JobRecord, key: str, media_type: str, what: str) -> Response:
     try:
-        return actions.stored_file(services, key, media_type)
+        return actions.stored_file(services, record, key, media_type, what)
     except actions.ActionError as error:
         raise _v1_error(error) from error
 
