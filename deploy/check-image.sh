@@ -24,7 +24,7 @@
 #   MAX_NEW_LAYERS_MB  the limit of step 6 (50)
 set -euo pipefail
 
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 IMAGE=${IMAGE:-show1:check}
 CUDA_IMAGE=${CUDA_IMAGE:-nvidia/cuda:13.0.2-base-ubuntu24.04}
 DEBIAN_BASE=${DEBIAN_BASE:-show1-base:bookworm}
@@ -33,6 +33,7 @@ TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
 PORT=${PORT:-18001}
 MAX_NEW_LAYERS_MB=${MAX_NEW_LAYERS_MB:-50}
 WORK=$(mktemp -d /tmp/show1-check-image.XXXXXX)
+chmod 755 "$WORK"  # the image runs as uid 10001 and reads the downloads from here
 CONTAINERS=()
 
 say() { printf '\n== %s\n' "$*"; }
@@ -148,22 +149,25 @@ case $result_url in "$API"/*) ;; *) fail "result.url is not under $API" ;; esac
 case $preview_url in "$API"/*) ;; *) fail "preview_url is not under $API" ;; esac
 curl -fsS -o "$WORK/video.mp4" "$result_url"
 curl -fsS -o "$WORK/preview.png" "$preview_url"
-python3 - "$WORK/video.mp4" "$frames" <<'PY'
+# Decoded by the image's own PyAV (the host may have none).
+docker run --rm -i --entrypoint python -v "$WORK:/check:ro" "$IMAGE" - "$frames" <<'PY'
 import sys
-path, frames = sys.argv[1], int(sys.argv[2])
-data = open(path, "rb").read()
+
+import av
+
+frames = int(sys.argv[1])
+data = open("/check/video.mp4", "rb").read()
 assert data[4:8] == b"ftyp", "not an MP4"
-try:
-    import av
-except ImportError:
-    print(f"video: {len(data)} bytes, an MP4 (ftyp box); PyAV not here to decode it")
-else:
-    with av.open(path) as container:
-        decoded = [frame for frame in container.decode(video=0)]
-    assert len(decoded) == frames, (len(decoded), frames)
-    print(f"video: {len(data)} bytes, {len(decoded)} frames of {decoded[0].width}x{decoded[0].height} decoded")
+with av.open("/check/video.mp4") as container:
+    stream = container.streams.video[0]
+    decoded = list(container.decode(video=0))
+assert len(decoded) == frames, (len(decoded), frames)
+print(f"video: {len(data)} bytes, {stream.codec_context.name}, {len(decoded)} frames of "
+      f"{decoded[0].width}x{decoded[0].height} decoded, as the job reported")
+png = open("/check/preview.png", "rb").read()
+assert png[:8] == b"\x89PNG\r\n\x1a\n", "the preview is not a PNG"
+print(f"preview: {len(png)} bytes, a PNG")
 PY
-echo "preview: $(wc -c <"$WORK/preview.png") bytes, $(head -c 8 "$WORK/preview.png" | tail -c 3)"
 up_health=""
 for _ in $(seq 60); do
     up_health=$(docker inspect -f '{{.State.Health.Status}}' "$UP")
