@@ -23,7 +23,7 @@ from rq import Queue
 from rq.job import Job
 
 from app import metrics
-from app.deps import Services
+from app.deps import DEPENDENCY_RETRY_AFTER_SECONDS, Services
 from app.egress import EgressPolicy, ForbiddenTarget
 from app.jobs import ACTIVE, CANCELED, QUEUED, SUCCEEDED, JobRecord, JobStore
 from app.queue import enqueue_video, remove_queued
@@ -76,6 +76,7 @@ class QueueUnavailable(ActionError):
     """The job could not be queued; nothing of it was kept, so the same request may simply be retried."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    retry_after_seconds = DEPENDENCY_RETRY_AFTER_SECONDS
 
 
 class IdempotencyInProgress(ActionError):

@@ -96,6 +96,9 @@ def _from_action(error: actions.ActionError) -> OpenAIError:
     if isinstance(error, actions.TooManyInFlight):
         headers = {"Retry-After": str(error.retry_after_seconds)}
         return OpenAIError(error.status_code, error.message, code="too_many_jobs_in_flight", headers=headers)
+    if isinstance(error, actions.QueueUnavailable):
+        headers = {"Retry-After": str(error.retry_after_seconds)}
+        return OpenAIError(error.status_code, error.message, code="queue_unavailable", headers=headers)
     return OpenAIError(error.status_code, error.message)
 
 

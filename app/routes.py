@@ -76,7 +76,7 @@ def _v1_error(error: actions.ActionError) -> Exception:
             [{"type": "value_error", "loc": list(error.loc), "msg": error.message, "input": error.value}]
         )
     headers = None
-    if isinstance(error, actions.TooManyInFlight):
+    if isinstance(error, actions.TooManyInFlight | actions.QueueUnavailable):
         headers = {"Retry-After": str(error.retry_after_seconds)}
     return HTTPException(error.status_code, error.message, headers=headers)
 

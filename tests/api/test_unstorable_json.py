@@ -4,6 +4,7 @@ for every field of the create schema (derived from the schemas, not listed by ha
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from app.main import create_app
 from app.openai_translate import param_name
 from app.schemas import VideoRequest
 from app.settings import Settings
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, delete_namespace
 
 # Raw JSON text: json.dumps would refuse to write most of these.
 BAD_VALUES = {
@@ -57,7 +58,7 @@ def body_with(path: tuple[str, ...], raw_value: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    namespace = "tjson" + tmp_path_factory.mktemp("x").name[-6:]
+    namespace = f"t{uuid.uuid4().hex[:10]}"
     settings = Settings(
         redis_url=REDIS_URL,
         key_prefix=namespace,
@@ -68,10 +69,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         test_client.namespace = namespace  # type: ignore[attr-defined]
         yield test_client
-    connection = redis.Redis.from_url(REDIS_URL)
-    keys = list(connection.scan_iter(match=f"{{{namespace}}}:*"))
-    if keys:
-        connection.delete(*keys)
+    delete_namespace(redis.Redis.from_url(REDIS_URL), namespace)
 
 
 def test_the_field_list_is_the_schemas():
