@@ -25,7 +25,7 @@ from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
-from app.deps import Services
+from app.deps import DEPENDENCY_RETRY_AFTER_SECONDS, Services
 from app.egress import EgressPolicy, ForbiddenTarget
 from app.inputs import INPUT_KINDS, InputFile, InputRejected, receive
 from app.jobs import ACTIVE, CANCELED, QUEUED, SUCCEEDED, JobRecord, JobStore, new_job_id
@@ -83,6 +83,7 @@ class QueueUnavailable(ActionError):
     """The job could not be queued; nothing of it was kept, so the same request may simply be retried."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    retry_after_seconds = DEPENDENCY_RETRY_AFTER_SECONDS
 
 
 class IdempotencyInProgress(ActionError):
@@ -91,6 +92,12 @@ class IdempotencyInProgress(ActionError):
 
 class NotFound(ActionError):
     status_code = status.HTTP_404_NOT_FOUND
+
+
+class Gone(ActionError):
+    """The job is there but its file is not: it expired (app/retention.py) or was deleted."""
+
+    status_code = status.HTTP_410_GONE
 
 
 class WrongState(ActionError):
@@ -545,8 +552,8 @@ def cancel(services: Services, record: JobRecord) -> JobRecord:
     services.store.request_cancel(record.id)
     removed = record.status == QUEUED and remove_queued(services.queue, record.id)
     if removed and services.store.finish(record.id, CANCELED):
-        base_url = services.settings.public_base_url
-        notify(services.webhooks, services.store, services.storage, base_url, record.id, "job.canceled")
+        public = services.settings.public_base_url
+        notify(services.webhooks, services.store, services.storage, public, record.id, "job.canceled")
     return services.store.get(record.id) or record
 
 
@@ -594,12 +601,16 @@ def sweep_stage_outputs(store: JobStore, storage: Storage, now: float | None = N
     return len(gone)
 
 
-def stored_file(services: Services, key: str, media_type: str) -> Response:
-    """Local storage: the API streams the file; S3: a redirect to a presigned URL."""
+def stored_file(services: Services, record: JobRecord, key: str, media_type: str, what: str) -> Response:
+    """Local storage: the API streams the file; S3: a redirect to a presigned URL. A file that is not
+    there is a 410 saying so, never a redirect to nothing (a StorageError, storage down: 503)."""
+    if not services.storage.exists(key):
+        days = services.settings.job_record_ttl_seconds / 86400
+        raise Gone(
+            f"the {what} of job {record.id} is no longer stored: a job's files are kept {days:g} days "
+            "after it ends (SHOW1_JOB_RECORD_TTL_SECONDS), or it was deleted, or the job predates this "
+            "kind of file"
+        )
     if isinstance(services.storage, LocalStorage):
-        # A job made before a kind of file existed lacks it; S3 answers that itself, after the redirect
-        # (no lookup here, so downloads keep working while only presigning is possible).
-        if not services.storage.exists(key):
-            raise NotFound("this job has no such file (it may predate this kind of file)")
         return FileResponse(services.storage.file_path(key), media_type=media_type)
     return RedirectResponse(services.storage.download_url(key), status_code=status.HTTP_302_FOUND)

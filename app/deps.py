@@ -19,6 +19,10 @@ from app.settings import Settings
 from app.storage import Storage, make_storage
 from app.webhooks import WebhookOutbox
 
+# The dependencies as /readyz and the 503s of every route name them.
+REDIS, STORAGE = "redis", "storage"
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+
 
 @dataclass
 class Services:
@@ -46,6 +50,12 @@ class Services:
                 settings.redis_url, socket_timeout=30, socket_connect_timeout=3
             ),
         )
+
+
+def public_base_url(services: Services, request: Request) -> str:
+    """Where this request's client reaches the API: SHOW1_PUBLIC_BASE_URL, else the request's own scheme
+    and host (behind a trusted proxy, its forwarded ones: app/proxies.py); never a bind address."""
+    return (services.settings.public_base_url or str(request.base_url)).rstrip("/")
 
 
 def get_services(request: Request) -> Services:

@@ -21,6 +21,7 @@ import redis.asyncio
 from fastapi.sse import ServerSentEvent
 
 from app.jobs import TERMINAL, JobRecord, JobStore
+from app.views import absolute_url
 
 BLOCK_MILLISECONDS = 10_000
 _STREAM_ID = re.compile(r"^\d+-\d+$")
@@ -42,8 +43,10 @@ async def job_events(
     record: JobRecord,
     render: Callable[[JobRecord], Any],
     last_event_id: str | None,
+    base_url: str,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The events of `record`'s job after `last_event_id` (after a snapshot when there is none)."""
+    """The events of `record`'s job after `last_event_id` (after a snapshot when there is none); the
+    stored paths in changed fields become URLs under `base_url`, as `render` makes them."""
     job_id = record.id
     stream = store.keys.events(job_id)
     last = check_event_id(last_event_id)
@@ -74,6 +77,8 @@ async def job_events(
                 data = await _render(render, final) if final else changed
                 yield ServerSentEvent(event="done", id=last, data=data)
                 return
+            if "preview_url" in changed:
+                changed["preview_url"] = absolute_url(base_url, changed["preview_url"])
             yield ServerSentEvent(event=_text(fields[b"event"]), id=last, data=changed)
 
 

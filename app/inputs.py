@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -27,6 +26,7 @@ from starlette.datastructures import UploadFile
 
 from app import media
 from app.egress import EgressPolicy, ForbiddenTarget, GuardedTransport
+from app.json_input import UnstorableValue, check_storable, parse_json_body
 from app.openai_translate import InvalidRequest, nest_form_fields
 from app.schemas import VideoRequest
 from app.settings import Settings
@@ -98,8 +98,10 @@ async def read_request(request: Request) -> RequestBody:
     if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raw = await request.body()
         try:
-            fields = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as error:
+            fields = parse_json_body(raw or b"null")
+        except UnstorableValue:
+            raise  # a value no record or answer could carry: the face names its field
+        except ValueError as error:  # json's errors and UnicodeDecodeError are ValueErrors
             raise UnreadableBody(f"body is not JSON: {error}", len(raw)) from error
         if not isinstance(fields, dict):
             raise UnreadableBody("send a JSON object (or a multipart form)", len(raw))
@@ -127,6 +129,7 @@ async def read_request(request: Request) -> RequestBody:
         fields = nest_form_fields(items)
     except InvalidRequest as error:
         raise UnreadableBody(error.message, text_bytes) from error
+    check_storable(fields)
     if "keyframe_images" in files:
         fields["keyframe_images"] = files["keyframe_images"]
     if "input_video" in files:

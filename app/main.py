@@ -7,15 +7,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import redis
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics, openai_api, web
-from app.deps import Services
+from app.deps import DEPENDENCY_RETRY_AFTER_SECONDS, REDIS, STORAGE, Services
+from app.proxies import ForwardedHeaders
 from app.routes import ops, router
 from app.schemas import VideoRequest
 from app.settings import Settings, get_settings
+from app.storage import StorageError
 
 log = logging.getLogger("show1.api")
 
@@ -114,6 +117,35 @@ class RequestMetrics:
             metrics.HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
 
 
+# Failures that mean a dependency is away, not that the request is wrong: Redis unreachable, timing out,
+# loading its data after a restart, or a replica during a failover.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
+def _dependency_down(request: Request, dependency: str, error: Exception) -> Response:
+    """503 with Retry-After naming the dependency as /readyz names it (the why stays in the log)."""
+    log.warning("%s %s: %s unavailable: %s", request.method, request.url.path, dependency, error)
+    message = f"{dependency} is unavailable; retry in a few seconds"
+    headers = {"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)}
+    if request.url.path.startswith(openai_api.PREFIX + "/"):
+        return openai_api.error_response(503, message, code=f"{dependency}_unavailable", headers=headers)
+    return JSONResponse({"detail": message}, status_code=503, headers=headers)
+
+
+def _install_dependency_errors(app: FastAPI) -> None:
+    """Any route that meets Redis or storage down answers 503 on both faces, never a 500."""
+
+    async def redis_down(request: Request, error: Exception) -> Response:
+        return _dependency_down(request, REDIS, error)
+
+    async def storage_down(request: Request, error: Exception) -> Response:
+        return _dependency_down(request, STORAGE, error)
+
+    for kind in REDIS_DOWN:
+        app.add_exception_handler(kind, redis_down)
+    app.add_exception_handler(StorageError, storage_down)
+
+
 def _internal_error(scope: Scope) -> JSONResponse:
     message = "internal error; the request may be retried"
     if scope["path"].startswith(openai_api.PREFIX + "/"):
@@ -161,10 +193,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops)
     openai_api.install(app)
     web.install(app)
+    _install_dependency_errors(app)
 
     _document_request_schemas(app)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, max_input_bytes=settings.max_inputs_bytes
     )
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
     app.add_middleware(RequestMetrics)  # outermost: it sees every answer, the 413s included
     return app

@@ -17,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import actions
-from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep
+from app.deps import OwnerDep, RateLimitedOwnerDep, Services, ServicesDep, public_base_url
 from app.inputs import RequestBody, UnreadableBody, read_request
 from app.jobs import QUEUED, SUCCEEDED, JobRecord
+from app.json_input import UnstorableValue
 from app.openai_schemas import ErrorResponse, Video, VideoDeleted, VideoList
 from app.openai_translate import (
     INPUT_REFERENCE_MESSAGE,
@@ -39,10 +40,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or unknown API key."},
     404: {"model": ErrorResponse, "description": "No such video for this API key."},
     429: {"model": ErrorResponse, "description": "Rate or in-flight limit reached; see Retry-After."},
+    503: {"model": ErrorResponse, "description": "Redis or storage is unavailable (named); see Retry-After."},
 }
 # OpenAI's `error.type` per status; `code` says more where we know more.
 _TYPES = {401: "invalid_request_error", 429: "rate_limit_error"}
-_CODES = {401: "invalid_api_key", 404: "not_found", 409: "conflict", 413: "request_too_large"}
+_CODES = {
+    401: "invalid_api_key",
+    404: "not_found",
+    409: "conflict",
+    410: "gone",
+    413: "request_too_large",
+}
 _VARIANTS = {
     "video": (video_key, "video/mp4"),
     "thumbnail": (thumbnail_key, "image/jpeg"),
@@ -89,6 +97,9 @@ def _from_action(error: actions.ActionError) -> OpenAIError:
     if isinstance(error, actions.TooManyInFlight):
         headers = {"Retry-After": str(error.retry_after_seconds)}
         return OpenAIError(error.status_code, error.message, code="too_many_jobs_in_flight", headers=headers)
+    if isinstance(error, actions.QueueUnavailable):
+        headers = {"Retry-After": str(error.retry_after_seconds)}
+        return OpenAIError(error.status_code, error.message, code="queue_unavailable", headers=headers)
     return OpenAIError(error.status_code, error.message)
 
 
@@ -99,15 +110,16 @@ def _owned(services: Services, owner: str, video_id: str) -> JobRecord:
         raise _from_action(error) from error
 
 
-def _videos(services: Services, records: list[JobRecord]) -> list[Video]:
+def _videos(services: Services, records: list[JobRecord], request: Request) -> list[Video]:
     """Queue positions come from the job store's waiting line: one rank lookup per queued job."""
     queued = [record.id for record in records if record.status == QUEUED]
     positions = dict(zip(queued, services.store.queue_positions(queued), strict=True))
-    return [render_video(record, services.settings, positions.get(record.id)) for record in records]
+    base = public_base_url(services, request)
+    return [render_video(record, services.settings, base, positions.get(record.id)) for record in records]
 
 
-def _video(services: Services, record: JobRecord) -> Video:
-    return _videos(services, [record])[0]
+def _video(services: Services, record: JobRecord, request: Request) -> Video:
+    return _videos(services, [record], request)[0]
 
 
 async def create_fields(request: Request) -> RequestBody:
@@ -116,6 +128,8 @@ async def create_fields(request: Request) -> RequestBody:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         received = await read_request(request)
+    except UnstorableValue as error:
+        raise _unstorable(error) from error
     except UnreadableBody as error:
         limit = request.app.state.services.settings.max_request_bytes
         if error.size > limit:
@@ -125,6 +139,11 @@ async def create_fields(request: Request) -> RequestBody:
     if "input_reference" in received.fields:  # the SDK uploads it as a file part
         raise OpenAIError(400, INPUT_REFERENCE_MESSAGE, param="input_reference", code="unsupported")
     return received
+
+
+def _unstorable(error: UnstorableValue) -> OpenAIError:
+    param = param_name(error.loc) if error.loc else None
+    return OpenAIError(status.HTTP_400_BAD_REQUEST, f"{param or 'body'} {error.message}", param=param)
 
 
 _CREATE_BODY = {
@@ -164,6 +183,7 @@ _CREATE_BODY = {
     summary="Create a video (OpenAI's videos.create)",
 )
 async def create_video(
+    request: Request,
     response: Response,
     services: ServicesDep,
     owner: RateLimitedOwnerDep,
@@ -172,8 +192,9 @@ async def create_video(
 ) -> Video:
     try:
         body = to_video_request(received.fields, services.settings)
+        made_by = {"api": "openai", "base_url": public_base_url(services, request)}
         submitted = await actions.create(
-            services, owner, body, received.bytes_besides_inputs, idempotency_key, {"api": "openai"}
+            services, owner, body, received.bytes_besides_inputs, idempotency_key, made_by
         )
     except InvalidRequest as error:
         raise OpenAIError(400, error.message, param=error.param, code=error.code) from error
@@ -181,21 +202,22 @@ async def create_video(
         raise _from_action(error) from error
     response.headers["Location"] = f"{PREFIX}/videos/{submitted.record.id}"
     response.headers["openai-poll-after-ms"] = str(poll_after_ms(submitted.record))
-    return await run_in_threadpool(_video, services, submitted.record)
+    return await run_in_threadpool(_video, services, submitted.record, request)
 
 
 @router.get("/videos/{video_id}", response_model=Video, responses=_ERRORS, summary="Retrieve a video")
 def retrieve_video(
-    video_id: str, response: Response, services: ServicesDep, owner: RateLimitedOwnerDep
+    video_id: str, request: Request, response: Response, services: ServicesDep, owner: RateLimitedOwnerDep
 ) -> Video:
     record = _owned(services, owner, video_id)
     if record.status != SUCCEEDED:
         response.headers["openai-poll-after-ms"] = str(poll_after_ms(record))
-    return _video(services, record)
+    return _video(services, record, request)
 
 
 @router.get("/videos", response_model=VideoList, responses=_ERRORS, summary="List videos")
 def list_videos(
+    request: Request,
     services: ServicesDep,
     owner: RateLimitedOwnerDep,
     after: Annotated[
@@ -215,7 +237,7 @@ def list_videos(
     records, _ = services.store.list_for_owner(
         owner, status=None, offset=offset, limit=limit + 1, oldest_first=oldest_first
     )
-    page = _videos(services, records[:limit])
+    page = _videos(services, records[:limit], request)
     return VideoList(
         data=page,
         first_id=page[0].id if page else None,
@@ -240,6 +262,7 @@ def delete_video(video_id: str, services: ServicesDep, owner: RateLimitedOwnerDe
         200: {"content": {"video/mp4": {}, "image/jpeg": {}}, "description": "The file (local storage)."},
         302: {"description": "Redirect to a presigned download URL (S3 storage)."},
         409: {"model": ErrorResponse, "description": "The video is not completed."},
+        410: {"model": ErrorResponse, "description": "The file expired with its video, or was deleted."},
     },
     response_class=Response,
     summary="Download the video, its thumbnail or its sprite sheet",
@@ -257,7 +280,8 @@ def download_content(
         )
     key, media_type = _VARIANTS[variant]
     try:
-        return actions.stored_file(services, key(video_id, record.published_attempt), media_type)
+        stored = key(video_id, record.published_attempt)
+        return actions.stored_file(services, record, stored, media_type, variant)
     except actions.ActionError as error:
         raise _from_action(error) from error
 

@@ -26,6 +26,7 @@ from app.jobs import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job
 from app.openai_schemas import MODEL, SDK_SIZES, EventData, Video, VideoError, VideoEvent
 from app.schemas import VideoRequest
 from app.settings import Settings
+from app.views import absolute_url
 
 STATUS = {
     QUEUED: "queued",
@@ -208,8 +209,10 @@ def sdk_size(width: int, height: int) -> str:
     return min(SDK_SIZES, key=distance)
 
 
-def render_video(record: JobRecord, settings: Settings, queue_position: int | None = None) -> Video:
-    """The job as OpenAI's `Video`, with Show-1's fields beside OpenAI's."""
+def render_video(
+    record: JobRecord, settings: Settings, base_url: str, queue_position: int | None = None
+) -> Video:
+    """The job as OpenAI's `Video`, with Show-1's fields beside OpenAI's; URLs under `base_url`."""
     params = record["params"] or {}
     height, width = params["output_size"]
     fps = params["fps"]
@@ -246,7 +249,7 @@ def render_video(record: JobRecord, settings: Settings, queue_position: int | No
         eta_seconds=record["eta_seconds"],
         queue_position=queue_position,
         attempts=record["attempts"] or 0,
-        preview_url=record["preview_url"],
+        preview_url=absolute_url(base_url, record["preview_url"]),
         webhook_url=record["webhook_url"],
         params=params,
     )

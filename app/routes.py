@@ -3,35 +3,72 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable, Coroutine
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app import actions, metrics
-from app.deps import RateLimitedOwnerDep, Services, ServicesDep
+from app.deps import (
+    DEPENDENCY_RETRY_AFTER_SECONDS,
+    REDIS,
+    STORAGE,
+    RateLimitedOwnerDep,
+    Services,
+    ServicesDep,
+    public_base_url,
+)
 from app.estimates import queue_places
 from app.events import InvalidEventId, check_event_id, job_events
 from app.inputs import RequestBody, UnreadableBody, read_request
 from app.jobs import SUCCEEDED, JobRecord
+from app.json_input import UnstorableValue, parse_json_body
 from app.schemas import Job, JobList, Problem, VideoRequest
 from app.storage import StorageError, preview_key, video_key
 from app.views import render_job
 
 log = logging.getLogger("show1.api")
-router = APIRouter(prefix="/v1", tags=["videos"])
+
+
+class StorableJSONRoute(APIRoute):
+    """A JSON body is read as app/json_input.py allows before FastAPI validates it: a value that no
+    response or record could carry (NaN, Infinity, a lone surrogate) is a 422 naming its field."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            body = await request.body()  # kept by the request: FastAPI reads it again for free
+            if body:
+                try:
+                    parse_json_body(body)
+                except UnstorableValue as error:
+                    loc = ["body", *error.loc]
+                    raise RequestValidationError(
+                        [{"type": "value_error", "loc": loc, "msg": error.message, "input": None}]
+                    ) from error
+                except ValueError:
+                    pass  # not JSON at all: FastAPI answers that itself
+            return await handler(request)
+
+        return checked
+
+
+router = APIRouter(prefix="/v1", tags=["videos"], route_class=StorableJSONRoute)
 ops = APIRouter(tags=["operations"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or unknown API key."},
     404: {"model": Problem, "description": "No such job for this API key."},
     429: {"model": Problem, "description": "Rate or in-flight limit reached; see Retry-After."},
+    503: {"model": Problem, "description": "Redis or storage is unavailable (named); see Retry-After."},
 }
 
 
@@ -42,7 +79,7 @@ def _v1_error(error: actions.ActionError) -> Exception:
             [{"type": "value_error", "loc": list(error.loc), "msg": error.message, "input": error.value}]
         )
     headers = None
-    if isinstance(error, actions.TooManyInFlight):
+    if isinstance(error, actions.TooManyInFlight | actions.QueueUnavailable):
         headers = {"Retry-After": str(error.retry_after_seconds)}
     return HTTPException(error.status_code, error.message, headers=headers)
 
@@ -50,7 +87,7 @@ def _v1_error(error: actions.ActionError) -> Exception:
 def job_views(services: Services, records: list[JobRecord], request: Request) -> list[Job]:
     """The job objects for this request's client: queue position and ETA while queued."""
     places = queue_places(services.store, records, services.settings.heartbeat_seconds)
-    base = services.settings.public_base_url or str(request.base_url)
+    base = public_base_url(services, request)
     views = []
     for record in records:
         place = places.get(record.id)
@@ -73,6 +110,10 @@ def _owned_record(services: Services, owner: str, job_id: str) -> JobRecord:
 async def _request_body(request: Request) -> RequestBody:
     try:
         return await read_request(request)
+    except UnstorableValue as error:  # in a form field (JSON bodies: StorableJSONRoute)
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ["body", *error.loc], "msg": error.message, "input": None}]
+        ) from error
     except UnreadableBody as error:
         limit = request.app.state.services.settings.max_request_bytes
         if error.size > limit:
@@ -139,8 +180,9 @@ async def create_video(
 ) -> Job:
     body = _video_request(received)
     try:
+        made_by = {"api": "v1", "base_url": public_base_url(services, request)}
         submitted = await actions.create(
-            services, owner, body, received.bytes_besides_inputs, idempotency_key, {"api": "v1"}
+            services, owner, body, received.bytes_besides_inputs, idempotency_key, made_by
         )
     except actions.ActionError as error:
         raise _v1_error(error) from error
@@ -192,7 +234,9 @@ async def video_events(
 ) -> AsyncIterable[ServerSentEvent]:
     record, last_event_id = start
     render = partial(job_view, services, request=request)
-    async for event in job_events(services.store, services.async_redis, record, render, last_event_id):
+    base_url = public_base_url(services, request)
+    events = job_events(services.store, services.async_redis, record, render, last_event_id, base_url)
+    async for event in events:
         yield event
 
 
@@ -244,6 +288,7 @@ def cancel_video(job_id: str, request: Request, services: ServicesDep, owner: Ra
         302: {"description": "Redirect to a presigned download URL (S3 storage)."},
         200: {"content": {"video/mp4": {}}, "description": "The MP4 (local storage)."},
         409: {"model": Problem, "description": "No video yet."},
+        410: {"model": Problem, "description": "The video expired with its job, or was deleted."},
     },
     response_class=Response,
     summary="Download the MP4",
@@ -252,7 +297,7 @@ def video_content(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
     record = _owned_record(services, owner, job_id)
     if record.status != SUCCEEDED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {record.status}, not succeeded")
-    return _stored_file(services, video_key(job_id, record.published_attempt), "video/mp4")
+    return _stored_file(services, record, video_key(job_id, record.published_attempt), "video/mp4", "video")
 
 
 @router.get(
@@ -262,6 +307,7 @@ def video_content(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
         302: {"description": "Redirect to a presigned URL of the PNG (S3 storage)."},
         200: {"content": {"image/png": {}}, "description": "The keyframes side by side (local storage)."},
         409: {"model": Problem, "description": "No keyframes yet."},
+        410: {"model": Problem, "description": "The preview expired with its job, or was deleted."},
     },
     response_class=Response,
     summary="Keyframe preview, available once the keyframes exist",
@@ -270,12 +316,12 @@ def video_preview(job_id: str, services: ServicesDep, owner: RateLimitedOwnerDep
     record = _owned_record(services, owner, job_id)
     if not record["preview_url"]:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has no keyframes yet")
-    return _stored_file(services, preview_key(job_id, record.preview_attempt), "image/png")
+    return _stored_file(services, record, preview_key(job_id, record.preview_attempt), "image/png", "preview")
 
 
-def _stored_file(services: Services, key: str, media_type: str) -> Response:
+def _stored_file(services: Services, record: JobRecord, key: str, media_type: str, what: str) -> Response:
     try:
-        return actions.stored_file(services, key, media_type)
+        return actions.stored_file(services, record, key, media_type, what)
     except actions.ActionError as error:
         raise _v1_error(error) from error
 
@@ -292,15 +338,19 @@ def readyz(services: ServicesDep) -> JSONResponse:
     try:
         services.redis.ping()
     except Exception as error:  # noqa: BLE001 - any failure means not ready
-        down["redis"] = error
+        down[REDIS] = error
     try:
         services.storage.ping()
     except StorageError as error:
-        down["storage"] = error
+        down[STORAGE] = error
     for name, error in down.items():
         log.warning("not ready: %s: %s", name, error)
     if down:
-        return JSONResponse({"status": "unavailable", "detail": dict.fromkeys(down, "down")}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "detail": dict.fromkeys(down, "down")},
+            status_code=503,
+            headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+        )
     return JSONResponse({"status": "ready"})
 
 

@@ -8,20 +8,34 @@ from __future__ import annotations
 import base64
 import binascii
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.memory import MemoryMode
 from models.params import KeyframeDropout
 
 ENV_PREFIX = "SHOW1_"
+# What example files (.env.example, deploy/secret.yaml) hold where a secret goes; never accepted as one.
+PLACEHOLDER_MARK = "change-me"
+SECRET_ADVICE = (
+    "set a random value (`show1 secrets` prints fresh ones for SHOW1_API_KEYS, SHOW1_WEBHOOK_SECRET and "
+    "the S3/MinIO secret key)"
+)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    # An empty variable (`-e SHOW1_MODELS_DIR=`, `KEY=` in .env) means unset: the default applies.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        env_ignore_empty=True,
+        hide_input_in_errors=True,  # a refused setting may be a secret: name it, never print it
+    )
 
     # Queue and job records
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the queue and job records.")
@@ -30,7 +44,10 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = Field(3600, ge=10, description="A job running longer than this is failed.")
     job_retries: int = Field(2, ge=0, le=10, description="Re-runs after a worker crash or storage fault.")
     job_record_ttl_seconds: int = Field(
-        7 * 24 * 3600, ge=3600, description="How long job records stay readable through the API."
+        7 * 24 * 3600,
+        ge=3600,
+        description="How long a job's record and its files (video, preview, thumbnail, sprite sheet) are "
+        "kept after the job's last change (deploy/README.md: the S3 lifecycle rule).",
     )
 
     # API
@@ -39,7 +56,9 @@ class Settings(BaseSettings):
         description="Comma-separated bearer API keys. Empty: the API is open (development only).",
     )
     public_base_url: str = Field(
-        "", description="Base URL clients reach the API at (for Location headers); empty: from the request."
+        "",
+        description="Base URL clients reach the API at (result and preview URLs, webhooks); empty: the "
+        "request's own (forwarded headers from trusted_proxies only).",
     )
     rate_limit_per_minute: int = Field(600, ge=1, description="Requests per minute allowed per API key.")
     auth_failures_per_minute: int = Field(
@@ -186,11 +205,21 @@ class Settings(BaseSettings):
         "size the cascade can make (multiples of 8, 8 to 2048).",
     )
 
+    # Public URLs and secrets (issue 21)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Comma-separated addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-Proto, -Host and -For headers are believed; `*`: any (only where nothing else "
+        "reaches the API).",
+    )
+
     # Logs
     log_level: str = Field("INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
 
-    @field_validator("api_keys", "webhook_allowed_hosts", "input_allowed_hosts", mode="before")
+    @field_validator(
+        "api_keys", "webhook_allowed_hosts", "input_allowed_hosts", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -202,6 +231,23 @@ class Settings(BaseSettings):
     def _split_sizes(cls, value: object) -> object:
         if isinstance(value, str):
             return [size.strip() for size in value.split(",") if size.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != "*":
+                ip_network(entry, strict=False)  # a ValueError names the bad entry
+        return value
+
+    @field_validator("api_keys", "redis_url", "s3_secret_access_key", "webhook_secret")
+    @classmethod
+    def _not_a_placeholder(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        # An example file's value copied unchanged would be a secret anyone can read: refuse to start.
+        for secret in [value] if isinstance(value, str) else value:
+            if PLACEHOLDER_MARK in secret.lower():
+                raise ValueError(f"{info.field_name} is still the example's placeholder; {SECRET_ADVICE}")
         return value
 
     @field_validator("webhook_secret")

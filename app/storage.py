@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -25,6 +28,10 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; a missing one is not an error."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether the object is stored; StorageError when storage cannot say."""
         ...
 
     def download_url(self, key: str) -> str | None:
@@ -64,6 +71,20 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def keys_older_than(self, prefix: str, before: float) -> Iterator[str]:
+        """Keys under `prefix` (a folder, `videos/`) last written before the unix time `before`."""
+        folder = self._path(prefix.rstrip("/"))
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise StorageError(f"local storage listing of {prefix} failed: {error}") from error
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                if entry.is_file() and entry.stat().st_mtime < before:
+                    yield f"{prefix.rstrip('/')}/{entry.name}"
 
     def delete(self, key: str) -> None:
         try:
@@ -125,6 +146,37 @@ class S3Storage:
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"S3 delete of {key} failed: {error}") from error
 
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"S3 lookup of {key} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StorageError(f"S3 lookup of {key} failed: {error}") from error
+        return True
+
+    def lifecycle_rules(self) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules, as S3 returns them (none: an empty list)."""
+        try:
+            return self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket)["Rules"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+                return []
+            raise StorageError(f"S3 lifecycle of {self.bucket} unreadable: {error}") from error
+        except BotoCoreError as error:
+            raise StorageError(f"S3 lifecycle of {self.bucket} unreadable: {error}") from error
+
+    def put_lifecycle_rules(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the bucket's lifecycle rules with `rules`."""
+        try:
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": rules}
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 lifecycle of {self.bucket} not set: {error}") from error
+
     def download_url(self, key: str) -> str | None:
         # Signing is local computation: it works even while the endpoint is down.
         return self.signer.generate_presigned_url(
@@ -144,32 +196,43 @@ def make_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.local_storage_dir)
 
 
+# A job's files, by prefix: those that expire with its record (the video, its JSON record, the preview,
+# the thumbnail, the sprite sheet: app/retention.py), and its stage outputs (tracked one by one).
+JOB_FILES_PREFIX = "videos/"
+STAGE_OUTPUTS_PREFIX = "stages/"
+
+
+def job_id_of(key: str) -> str:
+    """The job a file under JOB_FILES_PREFIX or STAGE_OUTPUTS_PREFIX belongs to."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
 # Every attempt at a job writes its own files: a stale attempt (a worker frozen past its heartbeat, then
 # resumed) can never overwrite what the winning attempt published. The record says which attempt's
 # files are the job's (`published_attempt`, `preview_attempt`).
 def video_key(job_id: str, attempt: int) -> str:
-    return f"videos/{job_id}.{attempt}.mp4"
+    return f"{JOB_FILES_PREFIX}{job_id}.{attempt}.mp4"
 
 
 def record_key(job_id: str, attempt: int) -> str:
-    return f"videos/{job_id}.{attempt}.json"
+    return f"{JOB_FILES_PREFIX}{job_id}.{attempt}.json"
 
 
 def preview_key(job_id: str, attempt: int) -> str:
-    return f"videos/{job_id}.{attempt}.preview.png"
+    return f"{JOB_FILES_PREFIX}{job_id}.{attempt}.preview.png"
 
 
 def thumbnail_key(job_id: str, attempt: int) -> str:
-    return f"videos/{job_id}.{attempt}.thumbnail.jpg"
+    return f"{JOB_FILES_PREFIX}{job_id}.{attempt}.thumbnail.jpg"
 
 
 def spritesheet_key(job_id: str, attempt: int) -> str:
-    return f"videos/{job_id}.{attempt}.spritesheet.jpg"
+    return f"{JOB_FILES_PREFIX}{job_id}.{attempt}.spritesheet.jpg"
 
 
 def stage_output_key(job_id: str, attempt: int, name: str) -> str:
     """A stage output of one attempt (models/stage_outputs.py names them)."""
-    return f"stages/{job_id}.{attempt}.{name}.pt"
+    return f"{STAGE_OUTPUTS_PREFIX}{job_id}.{attempt}.{name}.pt"
 
 
 def input_key(job_id: str, field: str, index: int | None) -> str:
@@ -179,7 +242,7 @@ def input_key(job_id: str, field: str, index: int | None) -> str:
 
 def is_own_stage_output(job_id: str, key: str) -> bool:
     """Whether `key` is one of this job's stage outputs (a finished draft's job reads its draft's too)."""
-    return key.startswith(f"stages/{job_id}.")
+    return key.startswith(f"{STAGE_OUTPUTS_PREFIX}{job_id}.")
 
 
 def attempt_keys(job_id: str, attempt: int) -> tuple[str, ...]:

@@ -50,17 +50,21 @@ def notify(
     outbox: WebhookOutbox,
     store: JobStore,
     storage: Storage,
-    base_url: str,
+    public_base_url: str,
     job_id: str,
     event: str,
     only_if: str | None = None,
 ) -> None:
-    """Queue `event` for the job's webhook, if it has one; a webhook never fails the job."""
+    """Queue `event` for the job's webhook, if it has one; a webhook never fails the job.
+
+    The payload's URLs start with `public_base_url` (SHOW1_PUBLIC_BASE_URL), else with the base URL of
+    the request that made the job (stored with it): a worker has no request of its own to go by.
+    """
     try:
         record = store.get(job_id)
         if record is None or not record["webhook_url"] or (only_if and not record[only_if]):
             return
-        payload = _payload(record, storage, base_url, event)
+        payload = _payload(record, storage, public_base_url or record["base_url"] or "", event)
         if payload is not None:
             outbox.schedule(record["webhook_url"], payload)
     except redis.RedisError as error:

@@ -151,7 +151,16 @@ def serve(host: str, port: int, workers: int) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
+    # Forwarded headers are the app's to apply, from SHOW1_TRUSTED_PROXIES only (app/proxies.py).
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        proxy_headers=False,
+    )
 
 
 @main.command()
@@ -186,12 +195,77 @@ def worker(burst: bool, gpus: str | None) -> None:
 @main.command()
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SHOW1_DATA_DIR",
+    default=Path("var"),
+    show_default=True,
+    help="Embedded Redis and local storage; or SHOW1_DATA_DIR (the image sets /data).",
+)
 def up(port: int, host: str, data_dir: Path) -> None:
     """Everything on one machine: Redis (embedded if none), local storage, the API and a worker."""
     from worker.up import run_up
 
     raise SystemExit(run_up(host=host, port=port, data_dir=data_dir))
+
+
+@main.command()
+@click.option(
+    "--role",
+    type=click.Choice(["auto", "serve", "worker", "up"]),
+    default="auto",
+    show_default=True,
+    help="What to check; auto: the container's main command (/proc/1/cmdline).",
+)
+@click.option("--port", type=int, help="The API's port; default: the command's --port, else 8000.")
+def healthcheck(role: str, port: int | None) -> None:
+    """Exit 0 when this container's role is healthy: the API's /healthz, a worker's alive file, or both."""
+    from app.settings import get_settings
+    from worker.health import main_process_command, problems, role_of
+
+    arguments: list[str] = []
+    if role == "auto":
+        detected, arguments = role_of(main_process_command())
+        role = detected or ""
+    if port is not None:
+        arguments = [*arguments, "--port", str(port)]
+    settings = get_settings()
+    found = problems(role or None, arguments, settings.worker_alive_file, settings.heartbeat_seconds)
+    for problem in found:
+        click.echo(f"unhealthy: {problem}", err=True)
+    if found:
+        raise SystemExit(1)
+    click.echo(f"healthy ({role or 'no service role to check'})")
+
+
+@main.command(name="storage-lifecycle")
+@click.option("--apply", is_flag=True, help="Set the rules on SHOW1_S3_BUCKET (others there are kept).")
+def storage_lifecycle(apply: bool) -> None:
+    """Print the S3 lifecycle rules that expire a job's files with its record; --apply sets them and
+    prints what the bucket then holds, read back."""
+    import json
+
+    from app.retention import lifecycle_rules, merged_rules
+    from app.settings import get_settings
+    from app.storage import S3Storage, StorageError
+
+    settings = get_settings()
+    rules = lifecycle_rules(settings)
+    if not apply:
+        click.echo(json.dumps({"Rules": rules}, indent=2))
+        return
+    if settings.storage_backend != "s3":
+        raise click.ClickException(
+            "SHOW1_STORAGE_BACKEND is not s3: on local storage the workers' janitor deletes expired files"
+        )
+    storage = S3Storage(settings)
+    try:
+        storage.put_lifecycle_rules(merged_rules(storage.lifecycle_rules(), rules))
+        applied = storage.lifecycle_rules()
+    except StorageError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps({"Bucket": settings.s3_bucket, "Rules": applied}, indent=2, default=str))
 
 
 @main.command(name="webhook-secret")
@@ -201,6 +275,18 @@ def webhook_secret() -> None:
     import secrets
 
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+@main.command(name="secrets")
+def fresh_secrets() -> None:
+    """Print fresh values of every secret setting, as .env lines (`show1 secrets >> .env`, then remove the
+    placeholders): an API key, the webhook signing secret and the S3/MinIO secret key."""
+    import base64
+    import secrets
+
+    click.echo(f"SHOW1_API_KEYS={secrets.token_urlsafe(32)}")
+    click.echo("SHOW1_WEBHOOK_SECRET=whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+    click.echo(f"SHOW1_S3_SECRET_ACCESS_KEY={secrets.token_hex(32)}")
 
 
 if __name__ == "__main__":

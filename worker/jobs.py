@@ -33,6 +33,7 @@ from app.storage import (
     thumbnail_key,
     video_key,
 )
+from app.views import preview_path
 from app.webhooks import notify
 from models.cost import stage_costs
 from models.stage_outputs import DRAFT_LAST_STAGE, FINAL_FRAMES, LATENT_SR, ResumePoint, job_stages
@@ -440,10 +441,10 @@ def _preview_uploader(job_id: str, attempt: int) -> Callable[[str, Any], None]:
         except StorageError as error:
             log.warning("keyframe preview not uploaded: %s", error)
             return
-        # An API path rather than a presigned URL, which would expire while the record lives on.
-        base = rt.settings.public_base_url.rstrip("/")
+        # An API path rather than a presigned URL, which would expire while the record lives on; the API
+        # makes it a URL for each reader (app/views.py).
         try:
-            preview = {"preview_url": f"{base}/v1/videos/{job_id}/preview", "preview_attempt": attempt}
+            preview = {"preview_url": preview_path(job_id), "preview_attempt": attempt}
             rt.store.update_running(job_id, preview, attempt)
         except redis.RedisError as error:
             log.warning("preview URL not recorded: %s", error)

@@ -26,6 +26,7 @@ from app.actions import settle_pending_admissions, sweep_stage_outputs
 from app.egress import EgressPolicy
 from app.estimates import announce_worker
 from app.memory import remember as remember_worker_memory
+from app.retention import sweep_expired_files
 from app.settings import Settings
 from worker import runtime
 from worker.webhooks import WebhookSender
@@ -81,6 +82,8 @@ class Show1Worker(SimpleWorker):
                 log.warning("dropped %d index entries of jobs that ended or expired unseen", dropped)
             if expired := sweep_stage_outputs(rt.store, rt.storage):
                 log.info("deleted %d expired stage outputs", expired)
+            if expired := sweep_expired_files(rt.store, rt.storage, self.settings.job_record_ttl_seconds):
+                log.info("deleted %d files of jobs whose record expired", expired)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         # Short: the heartbeat thread renews it; a dead worker's job is found within about 3 beats.

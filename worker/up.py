@@ -145,8 +145,9 @@ def run_up(host: str, port: int, data_dir: Path) -> int:
         if demo:
             # The preset's videos are noise at any size: small ones finish in seconds on a CPU.
             env.setdefault("SHOW1_DEMO_DEFAULTS", "1")
-        base_url = f"http://{host}:{port}"
-        env.setdefault("SHOW1_PUBLIC_BASE_URL", base_url)
+        # Where this machine reaches the API; clients' URLs come from their requests (or
+        # SHOW1_PUBLIC_BASE_URL), never from the bind address, which may be 0.0.0.0 in a container.
+        base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
         python = sys.executable
         serve = [python, "-m", "worker.cli", "serve", "--host", host, "--port", str(port)]
         supervisor.start("the API", serve, env)

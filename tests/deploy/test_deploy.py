@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 SETTINGS = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()}
-# Variables read by libraries, other images, or the models package (SHOW1_CACHE_DIR: where the tiny
-# preset is made), not by the service's settings.
+# Variables read by libraries, other images, the models package (SHOW1_CACHE_DIR: where the tiny
+# preset is made) or one command (SHOW1_DATA_DIR: `show1 up --data-dir`), not by the service's settings.
 OTHER_VARIABLES = {
     "HF_TOKEN",
     "HF_HOME",
@@ -35,6 +35,7 @@ OTHER_VARIABLES = {
     "PIP_NO_CACHE_DIR",
     "PIP_DISABLE_PIP_VERSION_CHECK",
     "SHOW1_CACHE_DIR",
+    "SHOW1_DATA_DIR",
     "REDIS_PASSWORD",  # the Redis server's password (deploy/secret.yaml), and KEDA's
     "REDISCLI_AUTH",  # redis-cli's password, for the Redis probes
 }
@@ -436,7 +437,10 @@ def test_image_is_pinned_non_root_and_without_weights():
     assert len(re.findall(r"^FROM ", dockerfile, re.M)) >= 2, "multi-stage"
     assert re.findall(r"^USER (\S+)", dockerfile, re.M)[-1] not in ("root", "0")
     assert "HEALTHCHECK" in dockerfile
-    assert "/healthz" in _instruction("HEALTHCHECK")
+    # One check for every role (worker/health.py): the API's /healthz, a worker's alive file; each is
+    # tried against live processes in tests/service/test_public_urls.py.
+    assert yaml.safe_load(_instruction("HEALTHCHECK").split(" CMD ", 1)[1]) == ["show1", "healthcheck"]
+    assert "/healthz" in (REPO / "worker" / "health.py").read_text()
     # Weights come from a volume: nothing under the models folder is copied in or downloaded.
     instructions = "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#"))
     assert not re.search(r"download-weights|snapshot_download|huggingface-cli|COPY .*models/", instructions)

@@ -112,15 +112,15 @@ def test_a_size_outside_the_sdk_types_shows_as_the_nearest(width: int, height: i
 
 
 def test_statuses_progress_and_times():
-    running = render_video(record(RUNNING, 0.999), SETTINGS)
+    running = render_video(record(RUNNING, 0.999), SETTINGS, "http://api.test")
     assert (running.status, running.progress, running.completed_at) == ("in_progress", 99, None)
     assert (running.seconds, running.size, running.created_at) == ("3.625", "1280x720", 1795600800)
-    done = render_video(record(SUCCEEDED, 1.0, result={"frames": 29}), SETTINGS)
+    done = render_video(record(SUCCEEDED, 1.0, result={"frames": 29}), SETTINGS, "http://api.test")
     assert (done.status, done.progress, done.completed_at) == ("completed", 100, 1795600860)
     assert done.expires_at == done.completed_at + SETTINGS.job_record_ttl_seconds
-    canceled = render_video(record(CANCELED, 0.5), SETTINGS)
+    canceled = render_video(record(CANCELED, 0.5), SETTINGS, "http://api.test")
     assert canceled.status == "failed" and canceled.error.code == "canceled"
-    assert render_video(record(QUEUED, 0.0), SETTINGS).status == "queued"
+    assert render_video(record(QUEUED, 0.0), SETTINGS, "http://api.test").status == "queued"
 
 
 def test_poll_interval_follows_the_eta():

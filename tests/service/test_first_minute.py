@@ -153,7 +153,9 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
     env["SHOW1_CACHE_DIR"] = str(tiny_preset.parent)
     env.pop("OMP_NUM_THREADS")  # as a user runs it
     log = tmp_path / "up.log"
-    command = [sys.executable, "-m", "worker.cli", "up", "--port", str(port), "--data-dir", str(tmp_path)]
+    # Bound to every address, as in a container: the URLs the job reports must still be the client's.
+    command = [sys.executable, "-m", "worker.cli", "up", "--host", "0.0.0.0", "--port", str(port)]
+    env["SHOW1_DATA_DIR"] = str(tmp_path)
     # Started as a shell starts a background job: SIGINT ignored (`show1 up &`, then `kill -INT`).
     up = subprocess.Popen(
         command,
@@ -180,6 +182,9 @@ def test_the_readme_example_finishes_within_a_minute_on_show1_up(tiny_preset: Pa
         seconds = time.monotonic() - started
         assert final["status"] == "succeeded", log.read_text()[-3000:]
         assert seconds < 60, f"the README example took {seconds:.0f} s"
+        assert final["result"]["url"] == f"{url}/content" and final["preview_url"] == f"{url}/preview"
+        assert httpx.get(final["result"]["url"], timeout=10).content[4:8] == b"ftyp"
+        assert (tmp_path / "storage" / "videos").is_dir()  # SHOW1_DATA_DIR held the storage
 
         # The README's draft example, run as written (but on this port), where curl is installed.
         if shutil.which("curl") is None:
