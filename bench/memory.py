@@ -41,10 +41,9 @@ SIZES = {
     "large-keyframes": (8, (64, 112), (480, 848)),
     "720p": (9, (40, 64), (720, 1280)),
 }
-# Small sizes for tests/models/test_memory.py, measured with a lowered working memory.
+# Small sizes for tests/models/test_memory.py.
 CI_SIZES = {
     "ci-small": (8, (16, 24), (64, 112)),
-    "ci-frames": (16, (16, 24), (128, 224)),
     "ci-wide": (5, (24, 40), (256, 448)),
 }
 STEPS = StageSteps(base=2, interp=2, sr1_image=2, sr1=2, sr2=2)  # memory does not grow with steps

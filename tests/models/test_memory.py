@@ -1,9 +1,8 @@
 """The memory model (models/memory.py) against measurement, and what it says of the published models.
 
 Measured here: the tiny preset on the CPU, each size in a fresh process (bench/memory.py --child), its
-peak RSS against the loaded process's RSS plus the estimate. The working memory is lowered so that
-the chunked regime of the large sizes (bench/results/*-memory-cpu.md: the paper's sizes and 1280x720
-with 33 frames) is reached at sizes a CI machine runs in seconds.
+peak RSS against the loaded process's RSS plus the estimate, at sizes a CI machine runs in seconds;
+bench/results/2026-12-06-memory-cpu.md has the large ones (the paper's sizes, 1280x720 with 33 frames).
 """
 
 from __future__ import annotations
@@ -23,27 +22,28 @@ from tests.conftest import REPO
 
 GB = 2**30
 TOLERANCE = 0.25
-WORKING_MB = 24
 
 
 def _measure(tiny_preset, size: str) -> dict:  # noqa: ANN001
-    command = [sys.executable, "bench/memory.py", "--child", size, "--working-mb", str(WORKING_MB)]
-    command += ["--models-dir", str(tiny_preset)]
+    command = [sys.executable, "bench/memory.py", "--child", size, "--models-dir", str(tiny_preset)]
     output = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", ["ci-small", "ci-frames", "ci-wide"])
+@pytest.mark.parametrize("size", ["ci-small", "ci-wide"])
 def test_estimate_within_a_quarter_of_the_measured_peak(tiny_preset, size: str):  # noqa: ANN001
     row = _measure(tiny_preset, size)
     measured = row["measured"]["process_peak"]
     added = measured - row["baseline"]
     estimated_added = row["estimate_peak"] - row["baseline"]
-    assert added > 100 * 2**20, f"{size}: too small to tell the model anything ({added / GB:.2f} GB)"
-    # The whole process, as a worker's memory is limited, and what the job adds to the loaded process.
-    assert abs(row["estimate_peak"] - measured) <= TOLERANCE * measured, row
-    assert abs(estimated_added - added) <= TOLERANCE * added, (size, estimated_added / GB, added / GB)
+    # The job must add a fair share of the peak, or the comparison would say little of the model.
+    assert added > 0.2 * measured, f"{size}: the job adds only {added / GB:.2f} GB"
+    # The whole process, as a worker's memory is limited (and admission estimates it).
+    assert abs(row["estimate_peak"] - measured) <= TOLERANCE * measured, (
+        f"{size}: estimated {row['estimate_peak'] / GB:.2f} GB (the job {estimated_added / GB:.2f}), "
+        f"measured {measured / GB:.2f} GB (the job {added / GB:.2f})"
+    )
 
 
 @cache
