@@ -40,7 +40,7 @@ def test_urls_follow_the_request_and_a_trusted_proxy(namespace, tiny_preset, tmp
     # Before the worker is up, its health check fails and says why.
     waiting = healthcheck(env, "--role", "worker")
     assert waiting.returncode == 1 and "has not written" in waiting.stderr, waiting
-    processes.worker(env)
+    worker = processes.worker(env)
     receiver = Receiver()
     try:
         # Made through a proxy on loopback (trusted by default): the job's URLs are the proxy's.
@@ -76,6 +76,9 @@ def test_urls_follow_the_request_and_a_trusted_proxy(namespace, tiny_preset, tmp
         wait_for(lambda: alive.exists(), 60, "the worker's alive file")
         assert healthcheck(env, "--role", "worker").returncode == 0
         assert healthcheck(env, "--role", "up", "--port", str(port)).returncode == 0
+        # A worker that stopped beating (stopped here, so it cannot touch the file again meanwhile).
+        worker.kill()
+        worker.wait(timeout=30)
         stale = time.time() - 10 * 60
         os.utime(alive, (stale, stale))
         old = healthcheck(env, "--role", "worker")
