@@ -36,7 +36,7 @@ def interpolate_keyframes(
     """(1, 3, K, H, W) keyframes -> (1, 3, 4(K-1)+1, H, W) video in model space.
 
     `max_pairs_per_batch` bounds how many pairs share a UNet batch (default: all); the output does not
-    depend on it. `on_step` ticks once per denoising step of every batch.
+    depend on it. `on_step` ticks `num_inference_steps` times, evenly over the work.
     """
     _, _, num_keyframes, height, width = keyframes.shape
     init_noise = draw_noise(
@@ -46,14 +46,30 @@ def interpolate_keyframes(
         keyframes.dtype,
     )
     conditions = pair_conditions(keyframes)
-    pairs_per_batch = max_pairs_per_batch or conditions.shape[0]
+    batches = conditions.split(max_pairs_per_batch or conditions.shape[0])
+    # The stage has `num_inference_steps` steps of progress whatever the batching: with several batches,
+    # one step of progress is a step of every batch.
+    tick = _every(len(batches), on_step) if on_step is not None else None
     clips = [
         _denoise_pairs(
-            unet, scheduler, prompt, init_noise, batch, num_inference_steps, guidance_scale, seed, on_step
+            unet, scheduler, prompt, init_noise, batch, num_inference_steps, guidance_scale, seed, tick
         )
-        for batch in conditions.split(pairs_per_batch)
+        for batch in batches
     ]
     return assemble_clips(torch.cat(clips))
+
+
+def _every(count: int, on_step: StepCallback) -> StepCallback:
+    """`on_step` once every `count` calls."""
+    calls = 0
+
+    def tick() -> None:
+        nonlocal calls
+        calls += 1
+        if calls % count == 0:
+            on_step()
+
+    return tick
 
 
 def pair_conditions(keyframes: torch.Tensor) -> torch.Tensor:
