@@ -11,13 +11,13 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.jobs import JobStore, owner_of
+from app.jobs import JobStore
 from app.main import create_app
 from app.settings import Settings
 from app.storage import video_key
 from tests.conftest import REDIS_URL, free_port
+from tests.service.test_retention import KEY, succeeded_job
 
-KEY = "key-one"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JOB_ID = "0" * 32
 # What each route needs to get past parsing to the point where it uses its dependencies.
@@ -63,15 +63,6 @@ def test_redis_down_is_503_naming_redis_on_every_route(tmp_path: Path):
 @pytest.fixture
 def store(namespace: str, redis_connection: redis.Redis) -> JobStore:
     return JobStore(redis_connection, namespace, 3600)
-
-
-def succeeded_job(store: JobStore) -> str:
-    params = {"output_size": [64, 112], "fps": 8, "num_keyframes": 2, "prompt": "a cat"}
-    record = store.create(owner_of(KEY), {"params": params, "api": "v1"})
-    attempt = store.claim(record.id, "w")
-    result = {"content_type": "video/mp4", "bytes": 1, "width": 112, "height": 64, "frames": 5, "fps": 8}
-    assert store.publish(record.id, attempt, result, {})
-    return record.id
 
 
 def test_storage_down_is_503_naming_storage(namespace: str, store: JobStore):
