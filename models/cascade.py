@@ -108,12 +108,11 @@ class Show1Cascade:
         )
 
     def _default_pairs_per_batch(self) -> int | None:
-        """Keyframe pairs per interpolation batch (the output does not depend on it): on a GPU all of
-        them, which fills it better at 40x64, unless a memory mode asks for the least memory; on a CPU
-        one, which is faster there (no batching gain) and holds a seventh of the activations."""
-        if self.device.type == "cuda" and self.memory_mode in ("resident", "offload_text_encoder"):
-            return None
-        return 1
+        """Keyframe pairs per interpolation batch (the output does not depend on it): all of them, as
+        before, unless a memory mode asks for the least memory on a GPU (one pair at a time)."""
+        if self.device.type == "cuda" and self.memory_mode in ("model_offload", "sequential_offload"):
+            return 1
+        return None
 
     def memory_profile(self) -> ModelProfile:
         """What models/memory.py needs to estimate any request's memory on these models, this way."""
