@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.memory import MemoryMode
+from models.memory import DEFAULT_WORKING_BYTES, MemoryMode
 from models.params import KeyframeDropout
 
 ENV_PREFIX = "SHOW1_"
@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         "(in a worker's terms: with the last announced worker's models). Unset: that worker's own memory.",
     )
     working_memory_mb: int = Field(
-        512,
+        DEFAULT_WORKING_BYTES // 2**20,
         ge=16,
         description="The most one chunked layer of a UNet may hold at once (models/chunking.py): smaller "
         "is leaner and, far below the default, slower.",

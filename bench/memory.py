@@ -23,12 +23,22 @@ import sys
 import threading
 import time
 from datetime import date
+from functools import cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.memory import MEMORY_MODES, TEXT, estimate_memory  # noqa: E402
+from models.memory import (  # noqa: E402
+    DEFAULT_WORKING_BYTES,
+    MEMORY_MODES,
+    TEXT,
+    ModelProfile,
+    default_pairs_per_batch,
+    estimate_memory,
+    profile_of,
+)
 from models.params import GenerationParams, StageSteps  # noqa: E402
+from worker.memory import resident_bytes  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GB = 2**30
@@ -70,10 +80,7 @@ class StagePeaks:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
+    rss = staticmethod(resident_bytes)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -201,17 +208,32 @@ def measured_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def published_table() -> str:
-    """float16 estimates of the published models (bench/configs) on a GPU, per memory mode."""
+@cache
+def published_models():  # noqa: ANN201
+    """The published models' sizes (bench/configs) in float16, on the meta device: no memory, no time."""
     import torch
 
     from bench import full_size_models  # bench/bench.py, beside this script
-    from models.chunking import DEFAULT_WORKING_BYTES
-    from models.memory import profile_of
 
     models = full_size_models(torch.device("meta"), torch.float16, None, meta=True)
     for module in models.modules():
         module.to(torch.float16)  # on the meta device: only the sizes change
+    return models
+
+
+def published_profile(mode: str) -> ModelProfile:
+    """The published models on a GPU in float16, in `mode`, at the default working memory."""
+    return profile_of(
+        published_models(),
+        element_size=2,
+        device_type="cuda",
+        working_bytes=DEFAULT_WORKING_BYTES,
+        interpolation_pairs_per_batch=default_pairs_per_batch("cuda", mode),
+    )
+
+
+def published_table() -> str:
+    """float16 estimates of the published models (bench/configs) on a GPU, per memory mode."""
     requests = {
         "paper defaults (8 keyframes, 29 frames of 320x576)": GenerationParams(prompt="p", seed=0),
         "OpenAI face default (9 keyframes, 33 frames of 1280x720)": GenerationParams(
@@ -224,15 +246,7 @@ def published_table() -> str:
     ]
     for label, params in requests.items():
         for mode in MEMORY_MODES:
-            pairs = None if mode in ("resident", "offload_text_encoder") else 1
-            profile = profile_of(
-                models,
-                element_size=2,
-                device_type="cuda",
-                working_bytes=DEFAULT_WORKING_BYTES,
-                interpolation_pairs_per_batch=pairs,
-            )
-            estimate = estimate_memory(params, profile, mode)
+            estimate = estimate_memory(params, published_profile(mode), mode)
             lines.append(
                 f"| {label} | {mode} | {estimate.peak / GB:.1f} GB | {estimate.peak_stage} "
                 f"| {fits(estimate.peak)} |"

@@ -16,7 +16,7 @@ from accelerate import cpu_offload
 
 from models.chunking import WorkingMemory
 from models.loading import CascadeModels, checkpoint_info, load_models
-from models.memory import MEMORY_MODES, TEXT_ENCODERS, ModelProfile, profile_of
+from models.memory import MEMORY_MODES, TEXT_ENCODERS, ModelProfile, default_pairs_per_batch, profile_of
 from models.params import GenerationParams, sr_window_starts, steps_per_stage
 from models.pipelines.first_frame_sr import upscale_first_frame
 from models.pipelines.interpolation import interpolate_keyframes
@@ -72,7 +72,9 @@ class Show1Cascade:
         self.dtype = dtype
         self.memory_mode = memory_mode
         self.model_info = model_info or {}
-        self.interpolation_pairs_per_batch = interpolation_pairs_per_batch or self._default_pairs_per_batch()
+        self.interpolation_pairs_per_batch = interpolation_pairs_per_batch or default_pairs_per_batch(
+            self.device.type, memory_mode
+        )
         # One budget for every chunked layer of every video UNet (models/chunking.py).
         self.working_memory = working_memory or WorkingMemory()
         for unet in (models.base_unet, models.interp_unet, models.sr1_unet, models.sr2_unet):
@@ -106,13 +108,6 @@ class Show1Cascade:
             interpolation_pairs_per_batch=interpolation_pairs_per_batch,
             working_memory=working_memory,
         )
-
-    def _default_pairs_per_batch(self) -> int | None:
-        """Keyframe pairs per interpolation batch (the output does not depend on it): all of them, as
-        before, unless a memory mode asks for the least memory on a GPU (one pair at a time)."""
-        if self.device.type == "cuda" and self.memory_mode in ("model_offload", "sequential_offload"):
-            return 1
-        return None
 
     def memory_profile(self) -> ModelProfile:
         """What models/memory.py needs to estimate any request's memory on these models, this way."""

@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-# The default budget for one piece of work. Large enough that the pieces stay big matrix products
-# (the speed of the unchunked run), small beside the activations it bounds: at 1280x720 and 33 frames,
-# one float16 GEGLU projection of sr2's first temporal transformer alone is 7.8 GB.
-DEFAULT_WORKING_BYTES = 512 * 2**20
+from models.memory import ATTENTION_TRANSIENT_MAPS, DEFAULT_WORKING_BYTES
 
 
 @dataclass(frozen=True)
@@ -65,11 +62,10 @@ def resnet_bytes_per_frame(hidden: torch.Tensor, out_channels: int, scale: float
 
 
 def attention_bytes_per_frame(hidden: torch.Tensor) -> int:
-    """A spatial transformer's intermediates for one frame: the tokens through normalisation,
-    projections, queries, keys and values, and the GEGLU feed-forward (8x, then 4x twice): about 20
-    tensors of the input's size. The attention kernels do not materialise the score matrix."""
+    """A spatial transformer's intermediates for one frame (models/memory.py ATTENTION_TRANSIENT_MAPS
+    tensors of the input's size). The attention kernels do not materialise the score matrix."""
     _, channels, height, width = hidden.shape
-    return height * width * channels * 20 * hidden.element_size()
+    return height * width * channels * ATTENTION_TRANSIENT_MAPS * hidden.element_size()
 
 
 class FrameChunkedLayers:

@@ -31,22 +31,30 @@ from models.params import FRAMES_BETWEEN_KEYFRAMES, LATENT_SCALE, STAGES, Genera
 TEXT = "text"
 MemoryMode = Literal["resident", "offload_text_encoder", "model_offload", "sequential_offload"]
 MEMORY_MODES: tuple[str, ...] = get_args(MemoryMode)
-# The models each stage runs (model_offload moves exactly these to the device for the stage).
-STAGE_MODELS = {
-    TEXT: ("t5_encoder", "clip_encoder"),
-    "keyframes": ("base_unet",),
-    "interpolation": ("interp_unet",),
-    "first_frame_sr": ("if_unet",),
-    "pixel_sr": ("sr1_unet",),
-    "latent_sr": ("sr2_unet", "vae"),
+TEXT_ENCODERS = ("t5_encoder", "clip_encoder")
+# The UNet each stage runs (models/loading.py CascadeModels names).
+STAGE_UNETS = {
+    "keyframes": "base_unet",
+    "interpolation": "interp_unet",
+    "first_frame_sr": "if_unet",
+    "pixel_sr": "sr1_unet",
+    "latent_sr": "sr2_unet",
 }
-TEXT_ENCODERS = STAGE_MODELS[TEXT]
+# The default working memory of the chunked layers (models/chunking.py, SHOW1_WORKING_MEMORY_MB). Large
+# enough that the pieces stay big matrix products (the speed of the unchunked run), small beside the
+# activations it bounds: at 1280x720 and 33 frames, one float16 GEGLU projection of sr2's first
+# temporal transformer alone is 7.8 GB.
+DEFAULT_WORKING_BYTES = 512 * 2**20
 
 # Fitted constants (see the module docstring), in tensors of a level's feature-map size.
 UP_PATH_WORKSPACE_MAPS = 7  # hidden, concatenation (2), temporal convolution (4)
 RESNET_TRANSIENT_MAPS = 5  # a ResNet's input at twice the width, then three at its output width
-ATTENTION_TRANSIENT_MAPS = 20  # models/chunking.py attention_bytes_per_frame
-TEMPORAL_INNER_FACTOR = 20  # models/temporal.py TemporalTransformer.bytes_per_sequence
+# A spatial transformer's intermediates: normalisation, projections, queries, keys and values, and the
+# GEGLU feed-forward (8x, then 4x twice). The chunked layers size their pieces with the same numbers.
+ATTENTION_TRANSIENT_MAPS = 20
+# A temporal transformer's intermediates per token, in tensors of its inner width (the same, at the
+# inner width); beside one tensor at the input width.
+TEMPORAL_INNER_FACTOR = 20
 # A chunked piece's real intermediates beside what its sizing counts (the permuted input copy, the
 # residual stream): measured one sr2 forward of the tiny preset at 320x576, 8 and 29 frames.
 CHUNK_OVERSHOOT = 1.2
@@ -242,6 +250,12 @@ def unet_activation(
     return skips + workspace + int(CHUNK_OVERSHOOT * max(transients))
 
 
+def default_pairs_per_batch(device_type: str, memory_mode: str) -> int | None:
+    """Keyframe pairs per interpolation batch (the output does not depend on it): all of them (None),
+    which fills a GPU better at 40x64, unless a GPU memory mode asks for the least memory (one pair)."""
+    return 1 if device_type == "cuda" and memory_mode in ("model_offload", "sequential_offload") else None
+
+
 def profile_of(
     models: Any,
     *,
@@ -251,16 +265,9 @@ def profile_of(
     interpolation_pairs_per_batch: int | None,
 ) -> ModelProfile:
     """The profile of a loaded `CascadeModels` (models/loading.py)."""
-    unets = {
-        "keyframes": models.base_unet,
-        "interpolation": models.interp_unet,
-        "first_frame_sr": models.if_unet,
-        "pixel_sr": models.sr1_unet,
-        "latent_sr": models.sr2_unet,
-    }
-    text = (models.t5_encoder, models.clip_encoder)
+    text = [getattr(models, name) for name in TEXT_ENCODERS]
     return ModelProfile(
-        unets={stage: unet_shape(unet) for stage, unet in unets.items()},
+        unets={stage: unet_shape(getattr(models, name)) for stage, name in STAGE_UNETS.items()},
         vae_channels=models.vae.config.block_out_channels[0],
         vae_weight_bytes=weight_bytes(models.vae),
         text_weight_bytes=sum(weight_bytes(encoder) for encoder in text),

@@ -12,6 +12,7 @@ from diffusers.models.resnet import TemporalConvLayer
 from torch import nn
 
 from models.chunking import WorkingMemory
+from models.memory import TEMPORAL_INNER_FACTOR
 
 # The reference builds its temporal convolutions with dropout 0.1 (active when the reference samples
 # keyframes in training mode) and, as diffusers 0.19 did, with 32 normalisation groups.
@@ -83,8 +84,11 @@ class TemporalTransformer(nn.Module):
 
     def bytes_per_sequence(self, num_frames: int, like: torch.Tensor) -> int:
         """The intermediates of one pixel's sequence: its tokens at the input width, then at the inner
-        width the projections, attention and the GEGLU feed-forward (8x inner, then 4x twice)."""
+        width the projections, attention and the GEGLU feed-forward (models/memory.py
+        TEMPORAL_INNER_FACTOR), and the attention scores."""
         inner = self.proj_in.out_features
         heads = self.transformer_blocks[0].attn1.heads
-        elements = num_frames * (self.proj_in.in_features + 20 * inner) + heads * num_frames**2
+        elements = (
+            num_frames * (self.proj_in.in_features + TEMPORAL_INNER_FACTOR * inner) + heads * num_frames**2
+        )
         return elements * like.element_size()

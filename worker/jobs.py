@@ -147,16 +147,15 @@ def _unless_it_fits(job_id: str, params: Any, stages: tuple[str, ...]) -> str | 
     """None when this worker can hold the job (models/memory.py); else it is left, unclaimed, for a
     live worker that can (after a pause, so that one takes it first), or failed when none can."""
     rt = runtime.current()
-    if rt.memory.holds(params, stages):
-        return None
-    larger = [w for w in live_workers(rt.store, rt.settings.heartbeat_seconds) if w.holds(params, stages)]
     refusal = memory_refusal(params, stages, [rt.memory])
-    if larger:
-        log.info("%s; left for a worker that can hold it", refusal.message() if refusal else "too large")
+    if refusal is None:
+        return None
+    if any(w.holds(params, stages) for w in live_workers(rt.store, rt.settings.heartbeat_seconds)):
+        log.info("%s; left for a worker that can hold it", refusal.message())
         hand_over(Queue(rt.settings.queue_name, connection=rt.redis), job_id, rt.settings)
         time.sleep(rt.settings.heartbeat_seconds)
         return QUEUED
-    return _fail(job_id, "insufficient_memory", None, detail=refusal.message() if refusal else "")
+    return _fail(job_id, "insufficient_memory", None, detail=refusal.message())
 
 
 def record_entry_point(record: JobRecord) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 from pathlib import Path
 
 from app.memory import GB, WorkerMemory
@@ -39,9 +40,8 @@ def detect_worker_memory(cascade: object, settings: Settings) -> WorkerMemory:
 
 
 def resident_bytes() -> int:
+    """This process's resident memory, as the kernel counts it."""
     with open("/proc/self/statm") as statm:
-        import resource
-
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 

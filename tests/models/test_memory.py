@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from functools import cache
 
 import pytest
-import torch
 
-from models.chunking import DEFAULT_WORKING_BYTES
-from models.memory import MEMORY_MODES, ModelProfile, estimate_memory, profile_of
+from models.memory import MEMORY_MODES, ModelProfile, estimate_memory
 from models.params import GenerationParams
 from tests.conftest import REPO
 
@@ -46,28 +43,12 @@ def test_estimate_within_a_quarter_of_the_measured_peak(tiny_preset, size: str):
     )
 
 
-@cache
-def published_models():  # noqa: ANN201
-    """The published models' sizes (bench/configs) in float16, on the meta device: no memory, no time."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench import full_size_models  # bench/bench.py
-
-    models = full_size_models(torch.device("meta"), torch.float16, None, meta=True)
-    for module in models.modules():
-        module.to(torch.float16)
-    return models
-
-
-@cache
 def published_profile(mode: str) -> ModelProfile:
-    pairs = None if mode in ("resident", "offload_text_encoder") else 1
-    return profile_of(
-        published_models(),
-        element_size=2,
-        device_type="cuda",
-        working_bytes=DEFAULT_WORKING_BYTES,
-        interpolation_pairs_per_batch=pairs,
-    )
+    """The published models' sizes (bench/configs) in float16 on a GPU, as bench/memory.py builds them."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import memory  # bench/memory.py
+
+    return memory.published_profile(mode)
 
 
 def test_the_least_memory_mode_fits_an_8_gb_card_at_the_paper_defaults():

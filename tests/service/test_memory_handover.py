@@ -16,7 +16,7 @@ from app.jobs import QUEUED, JobStore
 from app.memory import GB, WorkerMemory
 from app.queue import enqueue_video
 from app.settings import Settings
-from models.memory import profile_of
+from models.memory import DEFAULT_WORKING_BYTES, default_pairs_per_batch, profile_of
 from models.params import GenerationParams
 from models.stage_outputs import stages_through
 from tests.conftest import REDIS_URL
@@ -30,7 +30,11 @@ def small_worker(namespace: str, tiny_preset: Path, tmp_path: Path):  # noqa: AN
 
     models = load_models(tiny_preset, torch.float32)
     profile = profile_of(
-        models, element_size=4, device_type="cpu", working_bytes=512 * 2**20, interpolation_pairs_per_batch=1
+        models,
+        element_size=4,
+        device_type="cpu",
+        working_bytes=DEFAULT_WORKING_BYTES,
+        interpolation_pairs_per_batch=default_pairs_per_batch("cpu", "resident"),
     )
     settings = Settings(
         redis_url=REDIS_URL,
