@@ -35,18 +35,23 @@ def announce_worker(
     store.redis.hset(store.keys.workers(), name, json.dumps(entry))
 
 
-def live_worker_rates(store: JobStore, heartbeat_seconds: float) -> list[dict[str, float]]:
-    """Seconds per unit of cost, per stage, of each worker alive (dead entries are pruned)."""
-    now, rates, gone = time.time(), [], []
+def live_worker_entries(store: JobStore, heartbeat_seconds: float) -> list[dict[str, Any]]:
+    """The heartbeat entry of each worker alive (dead entries are pruned)."""
+    now, alive, gone = time.time(), [], []
     for name, raw in store.redis.hgetall(store.keys.workers()).items():
         entry = json.loads(raw)
         if now - entry["seen"] > WORKER_SILENT_BEATS * heartbeat_seconds:
             gone.append(name)
         else:
-            rates.append(entry["seconds_per_unit"])
+            alive.append(entry)
     if gone:
         store.redis.hdel(store.keys.workers(), *gone)
-    return rates
+    return alive
+
+
+def live_worker_rates(store: JobStore, heartbeat_seconds: float) -> list[dict[str, float]]:
+    """Seconds per unit of cost, per stage, of each worker alive."""
+    return [entry["seconds_per_unit"] for entry in live_worker_entries(store, heartbeat_seconds)]
 
 
 def job_costs(costs: dict[str, float] | None, params: dict[str, Any]) -> dict[str, float]:

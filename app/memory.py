@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from app.estimates import live_worker_entries
 from app.jobs import JobStore
 from models.memory import ModelProfile, estimate_memory
 from models.params import GenerationParams
 
 GB = 2**30
-WORKER_SILENT_BEATS = 3
 # The request fields a memory estimate grows with, as the request names them, and the paper's value
 # each is compared at.
 _GROWING_FIELDS = ("output_size", "keyframe_size", "num_keyframes")
@@ -63,12 +62,8 @@ def remember(store: JobStore, memory: WorkerMemory) -> None:
 
 def live_workers(store: JobStore, heartbeat_seconds: float) -> list[WorkerMemory]:
     """The memory of each worker alive, from the registry app/estimates.py keeps."""
-    now, alive = time.time(), []
-    for raw in store.redis.hvals(store.keys.workers()):
-        entry = json.loads(raw)
-        if now - entry["seen"] <= WORKER_SILENT_BEATS * heartbeat_seconds and entry.get("memory"):
-            alive.append(WorkerMemory.from_dict(entry["memory"]))
-    return alive
+    entries = live_worker_entries(store, heartbeat_seconds)
+    return [WorkerMemory.from_dict(entry["memory"]) for entry in entries if entry.get("memory")]
 
 
 def last_worker(store: JobStore) -> WorkerMemory | None:
