@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import resource
 import sys
 import time
 from datetime import date
@@ -35,6 +34,7 @@ from models.memory import MEMORY_MODES, estimate_memory  # noqa: E402
 from models.params import latent_sr_steps, sr_window_starts  # noqa: E402
 from models.tiny import ensure_tiny_preset  # noqa: E402
 from models.unet_3d import Show1UNet3DConditionModel  # noqa: E402
+from worker.memory import peak_resident_bytes  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -275,7 +275,7 @@ def main() -> None:
         "seconds_per_video": ours["seconds"],
         "speedup_vs_reference": round(reference["seconds"] / ours["seconds"], 3) if reference else None,
         "peak_gb_low_memory": min(low_memory) if low_memory else None,
-        "peak_rss_gb_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb_process": round(peak_resident_bytes() / 2**30, 2),
         "stages": stages,
         "modes": modes,
         "reference_flow": reference,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import threading
@@ -38,7 +37,7 @@ from models.memory import (  # noqa: E402
     profile_of,
 )
 from models.params import GenerationParams, StageSteps  # noqa: E402
-from worker.memory import resident_bytes  # noqa: E402
+from worker.memory import peak_resident_bytes, resident_bytes  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GB = 2**30
@@ -127,7 +126,7 @@ def measure_one(size: str, device: str, models_dir: str | None, working_mb: int 
         with peaks:
             cascade.generate(params, progress=peaks.on_progress)
         measured = {stage: value - baseline for stage, value in peaks.peaks.items()}
-        measured["process_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        measured["process_peak"] = peak_resident_bytes()
     return {
         "size": size,
         "frames": params.num_frames,

@@ -45,6 +45,15 @@ def resident_bytes() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+def peak_resident_bytes() -> int:
+    """The most this process has had resident since it started (VmHWM). Not `ru_maxrss`: Linux carries
+    that across fork and exec, so a child of a large process would report its parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM")
+
+
 def available_ram() -> int:
     """RAM this process could still take: the kernel's MemAvailable, within the cgroup's limit."""
     available = _meminfo("MemAvailable")
