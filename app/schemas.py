@@ -108,7 +108,7 @@ class VideoRequest(BaseModel):
     draft: bool = Field(
         False,
         description="Keyframes and interpolation only: the low-resolution video (4k-3 frames at "
-        "keyframe_size) in a fraction of the cost. Finish it with `draft_id` into the very video a full "
+        "keyframe_size) in a fraction of the cost. Finish it with `draft_id` into the very frames a full "
         "job with the same parameters makes.",
     )
     draft_id: str | None = Field(
