@@ -48,26 +48,24 @@ def resident_bytes() -> int:
 def peak_resident_bytes() -> int:
     """The most this process has had resident since it started (VmHWM). Not `ru_maxrss`: Linux carries
     that across fork and exec, so a child of a large process would report its parent's size."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmHWM")
+    return _proc_kilobytes(Path("/proc/self/status"), "VmHWM")
 
 
 def available_ram() -> int:
     """RAM this process could still take: the kernel's MemAvailable, within the cgroup's limit."""
-    available = _meminfo("MemAvailable")
+    available = _proc_kilobytes(Path("/proc/meminfo"), "MemAvailable")
     limit, current = _read_int(_CGROUP / "memory.max"), _read_int(_CGROUP / "memory.current")
     if limit is not None and current is not None:
         available = min(available, max(limit - current, 0))
     return available
 
 
-def _meminfo(field: str) -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
+def _proc_kilobytes(path: Path, field: str) -> int:
+    """A `Field:  N kB` line of a /proc file, in bytes."""
+    for line in path.read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/meminfo has no {field}")
+    raise RuntimeError(f"{path} has no {field}")
 
 
 def _read_int(path: Path) -> int | None:
